@@ -1,0 +1,26 @@
+"""fusionsync: fast, verified sync between fsspec filesystems and a Fusion data catalog."""
+
+from fusionsync.errors import (
+    APIError,
+    AuthError,
+    ChecksumError,
+    CredentialsError,
+    FusionSyncError,
+    NotFoundError,
+    TransferError,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "AuthError",
+    "ChecksumError",
+    "CredentialsError",
+    "FusionSyncError",
+    "NotFoundError",
+    "TransferError",
+    "UsageError",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Pure domain logic of the Fusion catalog: identifiers, digests, local layout. No I/O."""

@@ -1,0 +1,44 @@
+"""Identifiers of catalogs, products, datasets, series members and formats.
+
+Every identifier ends up as a path segment, on the server's disk and in users' local
+mirrors, so it must be a *safe path segment*: not empty, not ``.`` or ``..``, no ``/``,
+``\\`` or NUL, no control characters, at most 255 bytes in UTF-8.
+"""
+
+from __future__ import annotations
+
+MAX_SEGMENT_BYTES = 255
+
+
+class InvalidIdentifier(ValueError):
+    """An identifier that is not a safe path segment."""
+
+
+def identifier_problem(value: object) -> str | None:
+    """Why ``value`` is not a safe identifier, or None when it is."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value:
+        return "must not be empty"
+    if value in (".", ".."):
+        return f"must not be {value!r}"
+    if "/" in value or "\\" in value:
+        return "must not contain '/' or '\\'"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "must not contain NUL or control characters"
+    if len(value.encode("utf-8", errors="surrogatepass")) > MAX_SEGMENT_BYTES:
+        return f"must be at most {MAX_SEGMENT_BYTES} bytes long"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid unicode"
+    return None
+
+
+def check_identifier(value: object, kind: str = "identifier") -> str:
+    """Return ``value`` when it is a safe identifier, else raise :class:`InvalidIdentifier`."""
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise InvalidIdentifier(f"{kind} {value!r} {problem}")
+    assert isinstance(value, str)
+    return value

@@ -1,0 +1,169 @@
+"""The catalog server's aiohttp application: middleware, authentication, start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from fusionsync.catalog.names import identifier_problem
+from fusionsync.server import routes_data, routes_meta
+from fusionsync.server.auth import API, FUSION, TokenAuthority, bearer, ensure_client, load_key
+from fusionsync.server.blobs import BlobStore
+from fusionsync.server.common import STATE, ApiError, ServerConfig, State, error_response, json_response
+from fusionsync.server.meta import MetaStore
+
+log = logging.getLogger("fusionsync.server")
+API_PREFIX = "/api/v1/"
+TOKEN_PATH = "/oauth2/token"
+OPEN_PATHS = {API_PREFIX + "openapi.json", TOKEN_PATH}
+MAX_JSON_BODY = 16 * 2**20
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _path_problem(raw_path: str) -> str | None:
+    """Why a raw request path holds an unsafe segment (checked before any routing)."""
+    segments = raw_path.split("?", 1)[0].split("/")[1:]
+    for i, segment in enumerate(segments):
+        if segment == "" and i == len(segments) - 1:
+            continue
+        value = unquote(segment, errors="strict")
+        problem = identifier_problem(value)
+        if problem is not None:
+            return f"path segment {value!r} {problem}"
+    return None
+
+
+def _check_auth(request: web.Request, st: State) -> None:
+    claims = st.tokens.verify(bearer(request.headers.get("Authorization")) or "", API)
+    if claims is None:
+        raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
+    request["client"] = claims.subject
+    parts = request.path[len(API_PREFIX) :].split("/")
+    if "distributions" in parts and len(parts) > 4 and parts[0] == "catalogs" and parts[2] == "datasets":
+        scope = f"{parts[1]}/{parts[3]}"
+        token = bearer(request.headers.get("Fusion-Authorization")) or ""
+        if st.tokens.verify(token, FUSION, scope) is None:
+            raise ApiError(401, f"a valid fusion token for dataset {parts[3]!r} is required (Fusion-Authorization)")
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Reject unsafe paths and unauthenticated calls; turn every error into JSON."""
+    st = request.app[STATE]
+    try:
+        if request.path.startswith(API_PREFIX):
+            try:
+                problem = _path_problem(request.raw_path)
+            except UnicodeDecodeError:
+                problem = "path is not valid UTF-8"
+            if problem is not None:
+                raise ApiError(400, problem)
+            if st.config.auth and request.path not in OPEN_PATHS:
+                _check_auth(request, st)
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return error_response(500, "internal server error")
+
+
+async def token_endpoint(request: web.Request) -> web.Response:
+    """OAuth2 client-credentials grant: form ``grant_type, client_id, client_secret[, aud]``."""
+    st = request.app[STATE]
+    form = await request.post()
+    grant = form.get("grant_type")
+    if grant != "client_credentials":
+        return json_response({"error": "unsupported_grant_type", "message": f"grant_type {grant!r}"}, 400)
+    client_id, secret = form.get("client_id"), form.get("client_secret")
+    if not isinstance(client_id, str) or not isinstance(secret, str):
+        return json_response({"error": "invalid_request", "message": "client_id and client_secret required"}, 400)
+    if st.config.auth and not st.tokens.check_client(client_id, secret):
+        return json_response({"error": "invalid_client", "message": "unknown client or wrong secret"}, 401)
+    token = st.tokens.issue(client_id, API)
+    return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    text = resources.files("fusionsync.server").joinpath("openapi.json").read_text(encoding="utf-8")
+    return web.Response(text=text, content_type="application/json")
+
+
+def make_app(config: ServerConfig) -> web.Application:
+    """Build the application over the root folder of ``config`` (created when missing)."""
+    config.root.mkdir(parents=True, exist_ok=True)
+    meta = MetaStore(config.root / "catalog.sqlite")
+    blobs = BlobStore(config.root)
+    clients = config.clients if config.clients is not None else ensure_client(config.root)
+    tokens = TokenAuthority(load_key(config.root), clients, config.token_ttl)
+    swept = blobs.sweep(meta.all_blobs(), meta.operation_ids())
+    if swept:
+        log.info("removed %d orphaned blobs and temporaries", swept)
+    app = web.Application(middlewares=[guard], client_max_size=MAX_JSON_BODY)
+    app[STATE] = State(config, meta, blobs, tokens)
+    app.router.add_post(TOKEN_PATH, token_endpoint)
+    app.router.add_get(API_PREFIX + "openapi.json", openapi)
+    app.add_routes(routes_meta.routes)
+    app.add_routes(routes_data.routes)
+
+    async def close(app: web.Application) -> None:
+        meta.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+def credentials_document(config: ServerConfig, client_id: str, secret: str) -> dict[str, object]:
+    """A ``client_credentials.json`` (the SDK's format) for a client of this server."""
+    base = f"http://{config.host}:{config.port}"
+    return {
+        "client_id": client_id,
+        "client_secret": secret,
+        "resource": "fusionsync",
+        "auth_url": base + TOKEN_PATH,
+        "root_url": base + API_PREFIX,
+        "proxies": {},
+    }
+
+
+async def run_server(config: ServerConfig, ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; ``ready`` is called with the bound port."""
+    app = make_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    if sockets:
+        config.port = sockets[0].getsockname()[1]
+    clients = app[STATE].tokens.clients
+    if config.auth and clients:
+        client_id, secret = next(iter(clients.items()))
+        path = config.root / "client_credentials.json"
+        path.write_text(json.dumps(credentials_document(config, client_id, secret), indent=2), encoding="utf-8")
+        path.chmod(0o600)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(config.port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,145 @@
+"""What every route of the catalog server shares: state, errors, JSON answers, paging."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from fusionsync.catalog.names import identifier_problem
+from fusionsync.server.auth import TokenAuthority
+from fusionsync.server.blobs import BlobStore
+from fusionsync.server.meta import MetaStore
+
+NEXT_TOKEN = "x-jpmc-next-token"
+
+
+@dataclass
+class ServerConfig:
+    """How a catalog server runs; every field has a command-line option."""
+
+    root: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    auth: bool = True
+    page_size: int = 1000
+    token_ttl: int = 3600
+    clients: dict[str, str] | None = None
+    max_upload_bytes: int = 64 * 2**30
+    blob_grace_seconds: float = 60.0
+
+
+@dataclass
+class State:
+    """The live parts of a running server."""
+
+    config: ServerConfig
+    meta: MetaStore
+    blobs: BlobStore
+    tokens: TokenAuthority
+    locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+
+
+STATE = web.AppKey("state", State)
+
+
+class ApiError(Exception):
+    """An error answered to the client as JSON with a readable message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def state(request: web.Request) -> State:
+    return request.app[STATE]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return json_response({"status": status, "message": message, "error": message}, status=status)
+
+
+def ident(request: web.Request, name: str, kind: str | None = None) -> str:
+    """A path parameter, checked to be a safe identifier (400 otherwise)."""
+    value = request.match_info[name]
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise ApiError(400, f"{kind or name} {value!r} {problem}")
+    return value
+
+
+def check_body_identifier(value: Any, kind: str) -> str:
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise ApiError(400, f"{kind} {value!r} {problem}")
+    assert isinstance(value, str)
+    return value
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (400 when it is anything else)."""
+    if not request.can_read_body:
+        return {}
+    try:
+        data = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def paged(request: web.Request, items: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> web.Response:
+    """Answer one page of a collection, with ``x-jpmc-next-token`` when more follow."""
+    size = state(request).config.page_size
+    token = request.headers.get(NEXT_TOKEN)
+    start = 0
+    if token:
+        try:
+            start = int(token)
+        except ValueError:
+            start = -1
+        if start < 0 or start > len(items):
+            raise ApiError(400, f"invalid {NEXT_TOKEN} {token!r}")
+    body: dict[str, Any] = dict(extra or {})
+    body["resources"] = items[start : start + size]
+    headers = {NEXT_TOKEN: str(start + size)} if start + size < len(items) else None
+    return json_response(body, headers=headers)
+
+
+def require_catalog(request: web.Request) -> str:
+    catalog = ident(request, "catalog")
+    if state(request).meta.catalog(catalog) is None:
+        raise ApiError(404, f"catalog {catalog!r} not found")
+    return catalog
+
+
+def require_dataset(request: web.Request) -> tuple[str, str]:
+    catalog = require_catalog(request)
+    dataset = ident(request, "dataset")
+    if state(request).meta.dataset(catalog, dataset) is None:
+        raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
+    return catalog, dataset
+
+
+def require_series(request: web.Request) -> tuple[str, str, str]:
+    catalog, dataset = require_dataset(request)
+    series = ident(request, "series", "series member")
+    if state(request).meta.series(catalog, dataset, series) is None:
+        raise ApiError(404, f"series member {series!r} not found in dataset {dataset!r}")
+    return catalog, dataset, series

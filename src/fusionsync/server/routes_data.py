@@ -1,0 +1,319 @@
+"""Distribution routes: listing, download (whole or ranged), single and multipart upload."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.streams import StreamReader
+
+from fusionsync.catalog.digest import PART_SIZE, b64, parse_digest_header
+from fusionsync.server.blobs import BlobWriter
+from fusionsync.server.common import (
+    ApiError,
+    State,
+    ident,
+    json_body,
+    json_response,
+    paged,
+    require_dataset,
+    require_series,
+    state,
+)
+from fusionsync.server.meta import Distribution, Part, now_iso
+
+routes = web.RouteTableDef()
+DIST = "/api/v1/catalogs/{catalog}/datasets/{dataset}/datasetseries/{series}/distributions"
+FLUSH_BYTES = 2**20
+MAX_PARTS = 10_000
+MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "parquet": "application/parquet"}
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def distribution_file_name(dist: Distribution) -> str:
+    """The file name a distribution is known by (the SDK's naming when none was uploaded)."""
+    return dist.file_name or f"{dist.dataset}__{dist.catalog}__{dist.series}.{dist.format}"
+
+
+def distribution_file_id(dist: Distribution) -> str:
+    """The identifier of a distribution's one file: the uploaded name's stem, else the format."""
+    if dist.file_name:
+        return dist.file_name.rsplit(".", 1)[0] or dist.format
+    return dist.format
+
+
+def _dist_meta(dist: Distribution) -> dict[str, Any]:
+    return {
+        "identifier": dist.format,
+        "title": dist.format,
+        "fileExtension": f".{dist.format}",
+        "mediaType": MEDIA_TYPES.get(dist.format, "application/octet-stream"),
+        "size": dist.size,
+        "checksum": f"SHA-256={dist.checksum}",
+        "digest": f"SHA-256={dist.digest}",
+        "lastModified": dist.modified,
+        "@id": f"{dist.format}/",
+    }
+
+
+@routes.get(DIST)
+async def list_distributions(request: web.Request) -> web.Response:
+    catalog, dataset, series = require_series(request)
+    return paged(request, [_dist_meta(d) for d in state(request).meta.distributions(catalog, dataset, series)])
+
+
+def _require_distribution(request: web.Request) -> Distribution:
+    catalog, dataset, series = require_series(request)
+    fmt = ident(request, "format")
+    dist = state(request).meta.distribution(catalog, dataset, series, fmt)
+    if dist is None:
+        raise ApiError(404, f"distribution {fmt!r} not found in series member {series!r} of dataset {dataset!r}")
+    return dist
+
+
+# -- download --------------------------------------------------------------------------
+
+
+@routes.get(DIST + "/{format}")
+@routes.get(DIST + "/{format}/operationType/download")
+async def download(request: web.Request) -> web.StreamResponse:
+    """The bytes of a distribution; ``downloadRange=bytes=a-b`` or a ``Range`` header for a part."""
+    return await _file_response(request, _require_distribution(request))
+
+
+@routes.get(DIST + "/{format}/files")
+async def list_files(request: web.Request) -> web.Response:
+    dist = _require_distribution(request)
+    file_id = distribution_file_id(dist)
+    entry = {
+        "identifier": file_id,
+        "title": distribution_file_name(dist),
+        "size": dist.size,
+        "checksum": f"SHA-256={dist.checksum}",
+        "@id": f"{file_id}/",
+    }
+    return paged(request, [entry])
+
+
+@routes.get(DIST + "/{format}/files/operationType/download")
+async def download_file(request: web.Request) -> web.StreamResponse:
+    dist = _require_distribution(request)
+    name = request.query.get("file")
+    if name is not None and name not in (distribution_file_id(dist), distribution_file_name(dist)):
+        raise ApiError(404, f"file {name!r} not found in distribution {dist.format!r}")
+    return await _file_response(request, dist)
+
+
+async def _file_response(request: web.Request, dist: Distribution) -> web.StreamResponse:
+    path = state(request).blobs.path(dist.blob)
+    headers = {
+        "x-jpmc-checksum": dist.checksum,
+        "x-jpmc-checksum-algorithm": "SHA-256",
+        hdrs.CONTENT_TYPE: "application/octet-stream",
+        hdrs.CONTENT_DISPOSITION: f'attachment; filename="{distribution_file_name(dist)}"',
+    }
+    response = web.FileResponse(path, headers=headers)
+    wanted = request.query.get("downloadRange")
+    if wanted is None:
+        return response
+    if not _RANGE.match(wanted):
+        raise ApiError(400, f"downloadRange {wanted!r} is not of the form bytes=first-last")
+    # The query parameter means what a Range header means: answer it as one.
+    await response.prepare(request.clone(headers={**request.headers, hdrs.RANGE: wanted}))
+    return response
+
+
+# -- upload ----------------------------------------------------------------------------
+
+
+def _upload_target(request: web.Request) -> tuple[str, str, str, str]:
+    catalog, dataset = require_dataset(request)
+    return catalog, dataset, ident(request, "series", "series member"), ident(request, "format")
+
+
+def _expected_digest(request: web.Request) -> str:
+    digest = parse_digest_header(request.headers.get("Digest"))
+    if digest is None:
+        raise ApiError(400, "header 'Digest: SHA-256=<base64>' is required")
+    return digest
+
+
+async def _receive(content: StreamReader, writer: BlobWriter, limit: int) -> int:
+    """Stream a request body into ``writer``; bulk writes and hashing run in a thread."""
+    loop = asyncio.get_running_loop()
+    pending: list[bytes] = []
+    buffered = total = 0
+    while chunk := await content.readany():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes")
+        pending.append(chunk)
+        buffered += len(chunk)
+        if buffered >= FLUSH_BYTES:
+            await loop.run_in_executor(None, writer.write, b"".join(pending))
+            pending.clear()
+            buffered = 0
+    if pending:
+        writer.write(b"".join(pending))
+    return total
+
+
+def _upload_headers(request: web.Request) -> dict[str, str | None]:
+    h = request.headers
+    return {
+        "from": h.get("x-jpmc-distribution-from-date"),
+        "to": h.get("x-jpmc-distribution-to-date"),
+        "created": h.get("x-jpmc-distribution-created-date"),
+    }
+
+
+def _store(
+    st: State,
+    target: tuple[str, str, str, str],
+    blob: str,
+    size: int,
+    digests: tuple[str, str],
+    request: web.Request,
+) -> dict[str, Any]:
+    dist = Distribution(*target, blob, size, digests[0], digests[1], now_iso(), request.headers.get("File-Name"))
+    replaced = st.meta.put_distribution(dist, _upload_headers(request))
+    st.blobs.remove_later(replaced, st.config.blob_grace_seconds)
+    return _dist_meta(dist)
+
+
+@routes.put(DIST + "/{format}")
+@routes.post(DIST + "/{format}")
+async def upload(request: web.Request) -> web.Response:
+    """Single-request upload; the body must match the ``Digest`` header (fsync digest)."""
+    target = _upload_target(request)
+    expected = _expected_digest(request)
+    st = state(request)
+    temp = st.blobs.new_temp()
+    writer = BlobWriter(temp)
+    try:
+        try:
+            size = await _receive(request.content, writer, st.config.max_upload_bytes)
+        finally:
+            writer.close()
+        digest = writer.hasher.fsync_digest()
+        if digest != expected:
+            raise ApiError(400, f"digest mismatch: the body hashes to {digest}, the Digest header says {expected}")
+        blob = await asyncio.get_running_loop().run_in_executor(None, st.blobs.commit, temp)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return json_response(_store(st, target, blob, size, (digest, writer.hasher.checksum()), request))
+
+
+@routes.post(DIST + "/{format}/operationType/upload")
+async def start_multipart(request: web.Request) -> web.Response:
+    catalog, dataset, series, fmt = _upload_target(request)
+    st = state(request)
+    op_id = uuid.uuid4().hex
+    st.blobs.operation_temp(op_id).touch()
+    st.meta.start_operation(op_id, catalog, dataset, series, fmt)
+    return json_response({"operationId": op_id})
+
+
+def _operation(request: web.Request, target: tuple[str, str, str, str]) -> str:
+    op_id = request.query.get("operationId", "")
+    found = state(request).meta.operation(op_id) if op_id else None
+    if found is None:
+        raise ApiError(404, f"upload operation {op_id!r} not found")
+    if found != target:
+        raise ApiError(400, f"upload operation {op_id!r} belongs to another distribution")
+    return op_id
+
+
+@routes.put(DIST + "/{format}/operations/upload")
+@routes.post(DIST + "/{format}/operations/upload")
+async def multipart(request: web.Request) -> web.Response:
+    """A part (with ``partNumber``) or the completion (without) of a multipart upload."""
+    target = _upload_target(request)
+    op_id = _operation(request, target)
+    if "partNumber" in request.query:
+        return await _upload_part(request, op_id)
+    return await _complete(request, op_id, target)
+
+
+async def _upload_part(request: web.Request, op_id: str) -> web.Response:
+    try:
+        number = int(request.query["partNumber"])
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_PARTS:
+        raise ApiError(400, f"partNumber must be a whole number from 1 to {MAX_PARTS}")
+    expected = _expected_digest(request)
+    st = state(request)
+    async with st.locks[f"{op_id}/{number}"]:
+        writer = BlobWriter(st.blobs.operation_temp(op_id), offset=(number - 1) * PART_SIZE, create=False)
+        try:
+            size = await _receive(request.content, writer, PART_SIZE)
+        finally:
+            writer.close()
+        digest = writer.hasher.checksum()
+        if digest != expected:
+            st.meta.put_part(op_id, Part(number, "", -1, "mismatch"))
+            raise ApiError(400, f"digest mismatch in part {number}: the body hashes to {digest}, expected {expected}")
+        st.meta.put_part(op_id, Part(number, "", size, digest))
+    st.locks.pop(f"{op_id}/{number}", None)
+    return json_response({"operationId": op_id, "partNumber": number, "size": size, "digest": digest})
+
+
+async def _complete(request: web.Request, op_id: str, target: tuple[str, str, str, str]) -> web.Response:
+    body = await json_body(request)
+    expected = _expected_digest(request)
+    st = state(request)
+    async with st.locks[op_id]:
+        parts = st.meta.parts(op_id)
+        _check_parts(parts, body)
+        raw = [base64.b64decode(p.digest) for p in parts]
+        digest = parts[0].digest if len(parts) == 1 else b64(hashlib.sha256(b"".join(raw)).digest())
+        temp = st.blobs.operation_temp(op_id)
+        if digest != expected:
+            st.meta.end_operation(op_id)
+            temp.unlink(missing_ok=True)
+            raise ApiError(400, f"digest mismatch: the parts hash to {digest}, the Digest header says {expected}")
+        size = sum(p.size for p in parts)
+        loop = asyncio.get_running_loop()
+        checksum = await loop.run_in_executor(None, _sha256_file, temp, size)
+        blob = await loop.run_in_executor(None, st.blobs.commit, temp, size)
+        st.meta.end_operation(op_id)
+        meta = _store(st, target, blob, size, (digest, checksum), request)
+    st.locks.pop(op_id, None)
+    return json_response(meta)
+
+
+def _check_parts(parts: list[Part], body: dict[str, Any]) -> None:
+    if not parts:
+        raise ApiError(400, "the upload has no parts")
+    for i, part in enumerate(parts, start=1):
+        if part.number != i:
+            raise ApiError(400, f"part {i} is missing")
+        if part.size < 0:
+            raise ApiError(400, f"part {i} failed its digest check; send it again")
+        if i < len(parts) and part.size != PART_SIZE:
+            raise ApiError(400, f"part {i} has {part.size} bytes; every part but the last must have {PART_SIZE}")
+    listed = body.get("parts")
+    if listed is not None:
+        if not isinstance(listed, list) or len(listed) != len(parts):
+            raise ApiError(400, f"'parts' must list the {len(parts)} parts received")
+        for i, item in enumerate(listed, start=1):
+            if isinstance(item, dict) and item.get("partNumber", i) != i:
+                raise ApiError(400, f"'parts' entry {i} names part {item.get('partNumber')!r}")
+
+
+def _sha256_file(path: Path, size: int) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        left = size
+        while left > 0 and (chunk := fh.read(min(left, 4 * 2**20))):
+            hasher.update(chunk)
+            left -= len(chunk)
+    return b64(hasher.digest())

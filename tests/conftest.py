@@ -1,0 +1,26 @@
+"""Fixtures: a real `fusionsync serve` on a free 127.0.0.1 port with a fresh root folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RunningServer, start_server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server with authentication on and small pages (paging is exercised everywhere)."""
+    srv = start_server(tmp_path / "server-root", "--page-size", "2")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def open_server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server started with --no-auth."""
+    srv = start_server(tmp_path / "server-root", "--page-size", "2", auth=False)
+    yield srv
+    srv.stop()

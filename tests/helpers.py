@@ -1,0 +1,182 @@
+"""Test helpers: run a real `fusionsync serve` and talk to it over real HTTP (stdlib only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class RunningServer:
+    """A `fusionsync serve` subprocess on 127.0.0.1 with a fresh root folder."""
+
+    root: Path
+    port: int
+    proc: subprocess.Popen[str]
+    auth: bool
+    _token: str | None = field(default=None, repr=False)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def root_url(self) -> str:
+        return f"{self.base}/api/v1/"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.root / "client_credentials.json"
+
+    def credentials(self) -> dict[str, Any]:
+        return dict(json.loads(self.credentials_file.read_text()))
+
+    def token(self) -> str:
+        if self._token is None:
+            creds = self.credentials() if self.auth else {"client_id": "x", "client_secret": "y"}
+            form = {
+                "grant_type": "client_credentials",
+                **{k: creds[k] for k in ("client_id", "client_secret")},
+            }
+            answer = self.request("POST", "/oauth2/token", form=form, auth=False)
+            assert answer.status == 200, answer.body
+            self._token = answer.json()["access_token"]
+        return self._token
+
+    def fusion_token(self, catalog: str, dataset: str) -> str:
+        answer = self.api("GET", f"catalogs/{catalog}/datasets/{dataset}/authorize/token")
+        assert answer.status == 200, answer.body
+        return str(answer.json()["access_token"])
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        json_body: Any = None,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+        timeout: float = 60,
+    ) -> Answer:
+        hdrs = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        if form is not None:
+            body = urllib.parse.urlencode(form).encode()
+            hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        if auth and self.auth:
+            hdrs.setdefault("Authorization", f"Bearer {self.token()}")
+            parts = path.split("?")[0].split("/")
+            if "distributions" in parts and "Fusion-Authorization" not in hdrs:
+                i = parts.index("catalogs")
+                hdrs["Fusion-Authorization"] = f"Bearer {self.fusion_token(parts[i + 1], parts[i + 3])}"
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return Answer(resp.status, dict(resp.headers), resp.read())
+        except urllib.error.HTTPError as err:
+            return Answer(err.code, dict(err.headers), err.read())
+
+    def api(self, method: str, path: str, **kw: Any) -> Answer:
+        return self.request(method, "/api/v1/" + path, **kw)
+
+    # -- seeding through the public API -------------------------------------------------
+    def create_catalog(self, catalog: str) -> None:
+        answer = self.api("POST", f"catalogs/{catalog}", json_body={})
+        assert answer.status in (201, 409), answer.body
+
+    def create_dataset(self, catalog: str, dataset: str, raw: bool = False, **meta: Any) -> None:
+        self.create_catalog(catalog)
+        answer = self.api("PUT", f"catalogs/{catalog}/datasets/{dataset}", json_body={"isRawData": raw, **meta})
+        assert answer.status in (200, 201), answer.body
+
+    def create_product(self, catalog: str, product: str, datasets: list[str]) -> None:
+        self.create_catalog(catalog)
+        assert self.api("PUT", f"catalogs/{catalog}/products/{product}", json_body={}).status in (200, 201)
+        body = {"product": product, "datasets": datasets}
+        answer = self.api("PUT", f"catalogs/{catalog}/productDatasets", json_body=body)
+        assert answer.status == 200, answer.body
+
+    def upload(self, catalog: str, dataset: str, series: str, fmt: str, data: bytes) -> Answer:
+        """Upload ``data`` as one distribution (multipart above 5 MiB), as the SDK does."""
+        url = f"catalogs/{catalog}/datasets/{dataset}/datasetseries/{series}/distributions/{fmt}"
+        hasher = FusionHasher()
+        hasher.update(data)
+        dates = {
+            "x-jpmc-distribution-from-date": "2024-01-01",
+            "x-jpmc-distribution-to-date": "2199-12-31",
+            "x-jpmc-distribution-created-date": "2024-01-01",
+        }
+        whole = {"Digest": f"SHA-256={hasher.fsync_digest()}", **dates}
+        if len(data) <= PART_SIZE:
+            return self.api("PUT", url, body=data, headers={**whole, "Content-Type": "application/octet-stream"})
+        op = self.api("POST", url + "/operationType/upload", headers=dates).json()["operationId"]
+        parts = []
+        for i in range(0, len(data), PART_SIZE):
+            chunk = data[i : i + PART_SIZE]
+            digest = b64(hashlib.sha256(chunk).digest())
+            answer = self.api(
+                "PUT",
+                f"{url}/operations/upload?operationId={op}&partNumber={i // PART_SIZE + 1}",
+                body=chunk,
+                headers={"Digest": f"SHA-256={digest}", "Content-Type": "application/octet-stream"},
+            )
+            assert answer.status == 200, answer.body
+            parts.append(answer.json())
+        return self.api("POST", f"{url}/operations/upload?operationId={op}", json_body={"parts": parts}, headers=whole)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(root: Path, *args: str, auth: bool = True, port: int = 0) -> RunningServer:
+    """Start `fusionsync serve` on a free 127.0.0.1 port and wait until it answers."""
+    cmd = [sys.executable, "-m", "fusionsync", "serve", "--root", str(root), "--port", str(port), *args]
+    if not auth:
+        cmd.append("--no-auth")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("Serving"):
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
+    bound = int(line.split("127.0.0.1:")[1].split("/")[0])
+    deadline = time.monotonic() + 10
+    server = RunningServer(root, bound, proc, auth)
+    while time.monotonic() < deadline:
+        if server.request("GET", "/api/v1/openapi.json", auth=False).status == 200:
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError("server did not answer")
