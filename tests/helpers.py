@@ -165,12 +165,15 @@ def start_server(root: Path, *args: str, auth: bool = True, port: int = 0) -> Ru
     if not auth:
         cmd.append("--no-auth")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    root.mkdir(parents=True, exist_ok=True)
+    log = root.with_name(root.name + ".log")
+    with open(log, "a") as errors:  # a pipe nobody reads would block the server once full
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("Serving"):
         proc.kill()
-        raise RuntimeError(f"server did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
+        raise RuntimeError(f"server did not start: {line}{log.read_text()}")
     bound = int(line.split("127.0.0.1:")[1].split("/")[0])
     deadline = time.monotonic() + 10
     server = RunningServer(root, bound, proc, auth)

@@ -84,7 +84,7 @@ def _require_distribution(request: web.Request) -> Distribution:
 @routes.get(DIST + "/{format}/operationType/download")
 async def download(request: web.Request) -> web.StreamResponse:
     """The bytes of a distribution; ``downloadRange=bytes=a-b`` or a ``Range`` header for a part."""
-    return await _file_response(request, _require_distribution(request))
+    return _file_response(request, _require_distribution(request))
 
 
 @routes.get(DIST + "/{format}/files")
@@ -107,10 +107,10 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     name = request.query.get("file")
     if name is not None and name not in (distribution_file_id(dist), distribution_file_name(dist)):
         raise ApiError(404, f"file {name!r} not found in distribution {dist.format!r}")
-    return await _file_response(request, dist)
+    return _file_response(request, dist)
 
 
-async def _file_response(request: web.Request, dist: Distribution) -> web.StreamResponse:
+def _file_response(request: web.Request, dist: Distribution) -> web.StreamResponse:
     path = state(request).blobs.path(dist.blob)
     headers = {
         "x-jpmc-checksum": dist.checksum,
@@ -118,15 +118,25 @@ async def _file_response(request: web.Request, dist: Distribution) -> web.Stream
         hdrs.CONTENT_TYPE: "application/octet-stream",
         hdrs.CONTENT_DISPOSITION: f'attachment; filename="{distribution_file_name(dist)}"',
     }
-    response = web.FileResponse(path, headers=headers)
     wanted = request.query.get("downloadRange")
     if wanted is None:
-        return response
+        return web.FileResponse(path, headers=headers)
     if not _RANGE.match(wanted):
         raise ApiError(400, f"downloadRange {wanted!r} is not of the form bytes=first-last")
-    # The query parameter means what a Range header means: answer it as one.
-    await response.prepare(request.clone(headers={**request.headers, hdrs.RANGE: wanted}))
-    return response
+    return _RangedFileResponse(path, wanted, headers)
+
+
+class _RangedFileResponse(web.FileResponse):
+    """A file response for a range given as a query parameter: answered as a Range header is."""
+
+    def __init__(self, path: Path, byte_range: str, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._byte_range = byte_range
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:
+            return None
+        return await super().prepare(request.clone(headers={**request.headers, hdrs.RANGE: self._byte_range}))
 
 
 # -- upload ----------------------------------------------------------------------------
