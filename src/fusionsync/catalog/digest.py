@@ -32,10 +32,10 @@ class FusionHasher:
 
     __slots__ = ("_outer", "_part", "_part_fill", "_part_size", "_whole", "part_digests", "size")
 
-    def __init__(self, part_size: int = PART_SIZE) -> None:
+    def __init__(self, part_size: int = PART_SIZE, whole: bool = True) -> None:
         self._part_size = part_size
         self._outer = hashlib.sha256()
-        self._whole = hashlib.sha256()
+        self._whole = hashlib.sha256() if whole else None
         self._part = hashlib.sha256()
         self._part_fill = 0
         self.part_digests: list[bytes] = []
@@ -44,7 +44,8 @@ class FusionHasher:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Feed the next bytes of the file."""
         view = memoryview(data)
-        self._whole.update(view)
+        if self._whole is not None:
+            self._whole.update(view)
         self.size += len(view)
         while view:
             room = self._part_size - self._part_fill
@@ -78,7 +79,9 @@ class FusionHasher:
         return b64(outer.digest())
 
     def checksum(self) -> str:
-        """The plain SHA-256 (base64) of everything fed so far."""
+        """The plain SHA-256 (base64) of everything fed so far (needs ``whole=True``)."""
+        if self._whole is None:
+            raise ValueError("this hasher was created with whole=False")
         return b64(self._whole.digest())
 
     def part_digests_b64(self) -> list[str]:
@@ -94,9 +97,9 @@ def fsync_digest_of(chunks: Iterable[bytes], part_size: int = PART_SIZE) -> str:
     return hasher.fsync_digest()
 
 
-def file_digests(path: str, block: int = 2**20) -> FusionHasher:
+def file_digests(path: str, block: int = 2**20, whole: bool = True) -> FusionHasher:
     """Hash a local file in one streaming read; the result holds every digest."""
-    hasher = FusionHasher()
+    hasher = FusionHasher(whole=whole)
     with open(path, "rb") as fh:
         while chunk := fh.read(block):
             hasher.update(chunk)

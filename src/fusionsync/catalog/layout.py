@@ -1,0 +1,142 @@
+"""Where a distribution lives in a local mirror, and which distribution a local file is.
+
+The naming is the official SDK's, so existing mirrors keep working:
+file ``{dataset}__{catalog}__{series}.{format}`` (characters other than letters, digits,
+``_`` and ``-`` in the stem replaced by ``_``), placed at
+``{catalog}/{dataset}/{series}/{file}``, or ``{catalog}/{dataset}/{file}`` when flattened.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fusionsync.catalog.names import identifier_problem
+
+RECOGNIZED_FORMATS = frozenset(
+    [
+        "csv",
+        "parquet",
+        "psv",
+        "json",
+        "pdf",
+        "txt",
+        "doc",
+        "docx",
+        "htm",
+        "html",
+        "xls",
+        "xlsx",
+        "xlsm",
+        "dot",
+        "dotx",
+        "docm",
+        "dotm",
+        "rtf",
+        "odt",
+        "xltx",
+        "xlsb",
+        "jpg",
+        "jpeg",
+        "bmp",
+        "png",
+        "tif",
+        "gif",
+        "mp3",
+        "wav",
+        "mp4",
+        "mov",
+        "mkv",
+        "gz",
+        "xml",
+        "xltm",
+        "pptx",
+        "md",
+        "ipynb",
+        "css",
+        "jsonl",
+        "jsonld",
+        "arrow",
+        "m4a",
+        "pdb",
+        "sql",
+        "sqlite",
+        "tiff",
+        "zip",
+        "gtar",
+        "tar",
+    ]
+)
+"""File extensions that name a distribution format; others map to ``raw`` in raw datasets."""
+
+_UNSAFE_STEM = re.compile(r"[^a-zA-Z0-9_\-]")
+TEMP_MARK = ".fusionsync-tmp-"
+"""Part of the name of every temporary file a transfer writes (always hidden: starts with a dot)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DistKey:
+    """One distribution: catalog, dataset, series member and format."""
+
+    catalog: str
+    dataset: str
+    series: str
+    format: str
+
+    @property
+    def remote_path(self) -> str:
+        """The distribution's path on a FusionFileSystem."""
+        return f"{self.catalog}/datasets/{self.dataset}/datasetseries/{self.series}/distributions/{self.format}"
+
+
+def file_name(key: DistKey) -> str:
+    """The local file name of a distribution."""
+    stem = _UNSAFE_STEM.sub("_", f"{key.dataset}__{key.catalog}__{key.series}")
+    return f"{stem}.{key.format}"
+
+
+def local_relative_path(key: DistKey, flatten: bool = False) -> str:
+    """Where a downloaded distribution goes, relative to the local root."""
+    if flatten:
+        return f"{key.catalog}/{key.dataset}/{file_name(key)}"
+    return f"{key.catalog}/{key.dataset}/{key.series}/{file_name(key)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedName:
+    """What a conforming local file name says: the distribution, with its raw extension."""
+
+    key: DistKey
+    extension: str
+
+
+def parse_file_name(name: str, is_raw: bool = False) -> ParsedName | None:
+    """The distribution a local file name stands for, or None when it does not conform.
+
+    ``D__C__S.ext`` → catalog C, dataset D, series S, format ext (``raw`` for an extension that
+    is not a known format when the dataset is raw). Hidden files (our temporaries among them)
+    never conform.
+    """
+    if name.startswith("."):
+        return None
+    stem, dot, extension = name.partition(".")
+    if not dot or not extension:
+        return None
+    parts = stem.split("__")
+    if len(parts) != 3:
+        return None
+    dataset, catalog, series = parts
+    fmt = extension.lower()
+    if is_raw and fmt not in RECOGNIZED_FORMATS:
+        fmt = "raw"
+    for value in (dataset, catalog, series, fmt):
+        if identifier_problem(value) is not None:
+            return None
+    return ParsedName(DistKey(catalog, dataset, series, fmt), extension)
+
+
+def naming_problem(name: str) -> str | None:
+    """Why a file name is skipped on upload (a sentence for the user), None when it conforms."""
+    if parse_file_name(name) is not None:
+        return None
+    return f"file name {name!r} does not follow dataset__catalog__series.format and is skipped"

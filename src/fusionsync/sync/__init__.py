@@ -1,0 +1,1 @@
+"""The sync engine: scan → plan → execute → report."""

@@ -1,0 +1,119 @@
+"""The persistent hash cache: one SQLite file per local root, outside the synced tree.
+
+A file is rehashed only when its size or modification time changed since it was last
+hashed. The cache also remembers the digest each file had when a sync last wrote or
+sent it, which is how a pass tells a local edit from a stale copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from fusionsync.errors import UsageError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, digest TEXT NOT NULL,
+    synced_digest TEXT);
+"""
+
+
+def cache_dir() -> Path:
+    """Where caches live: ``$FUSIONSYNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/fusionsync``, else ``~/.cache``."""
+    explicit = os.environ.get("FUSIONSYNC_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fusionsync"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    size: int
+    mtime: float
+    digest: str
+    synced_digest: str | None
+
+
+class HashCache:
+    """Digests of the files under one local root, keyed by relative path, size and mtime."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def for_root(cls, root_id: str) -> HashCache:
+        """The cache of the local root named ``root_id`` (protocol and absolute path)."""
+        name = hashlib.sha256(root_id.encode()).hexdigest()[:24]
+        return cls(cache_dir() / f"{name}.sqlite")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self) -> dict[str, CachedFile]:
+        rows = self._db.execute("SELECT path, size, mtime, digest, synced_digest FROM files")
+        return {p: CachedFile(s, m, d, sd) for p, s, m, d, sd in rows}
+
+    def store(self, rows: Iterable[tuple[str, int, float, str]]) -> None:
+        """Record freshly computed digests (keeping what was synced)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO files(path, size, mtime, digest) VALUES (?, ?, ?, ?) ON CONFLICT(path) "
+                "DO UPDATE SET size=excluded.size, mtime=excluded.mtime, digest=excluded.digest",
+                rows,
+            )
+
+    def mark_synced(self, rows: Iterable[tuple[str, int, float, str]]) -> None:
+        """Record files that now hold what the other side has (path, size, mtime, digest)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO files(path, size, mtime, digest, synced_digest) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime=excluded.mtime, "
+                "digest=excluded.digest, synced_digest=excluded.synced_digest",
+                ((p, s, m, d, d) for p, s, m, d in rows),
+            )
+
+    def forget(self, paths: Iterable[str]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM files WHERE path=?", ((p,) for p in paths))
+
+
+class RootLock:
+    """An exclusive lock per local root, so two syncs never interleave on one folder."""
+
+    def __init__(self, cache_path: Path) -> None:
+        self._path = cache_path.with_suffix(".lock")
+        self._fh: IO[str] | None = None
+
+    def acquire(self, what: str) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self._path, "a+")  # noqa: SIM115 (held open while locked)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise UsageError(f"another sync is already running on {what}") from None
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None

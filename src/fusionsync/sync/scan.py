@@ -1,0 +1,163 @@
+"""Local state of a sync pass: a stat walk, digests from the cache, hashing only what changed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from fusionsync.catalog.digest import FusionHasher
+from fusionsync.catalog.layout import RECOGNIZED_FORMATS, TEMP_MARK, DistKey, naming_problem, parse_file_name
+from fusionsync.sync.cache import HashCache
+from fusionsync.sync.plan import LocalEntry
+
+log = logging.getLogger("fusionsync")
+HASH_BLOCK = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A file found by the walk: path relative to the local root, size, modification time."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+@dataclass
+class LocalScan:
+    entries: dict[str, LocalEntry] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    hashed: int = 0
+    hashed_bytes: int = 0
+    stale_temporaries: int = 0
+
+
+def is_local(fs: Any) -> bool:
+    return "file" in _protocols(fs)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def join(root: str, rel: str) -> str:
+    return f"{root.rstrip('/')}/{rel}" if root else rel
+
+
+def walk(fs: Any, root: str, subdirs: list[str]) -> list[LocalFile]:
+    """Every file under ``root/subdir`` for each subdir, with paths relative to ``root``."""
+    found: list[LocalFile] = []
+    for sub in subdirs:
+        top = join(root, sub)
+        if is_local(fs):
+            _walk_os(top, sub, found)
+        elif fs.exists(top):
+            for path, info in fs.find(top, detail=True).items():
+                rel = sub + "/" + path[len(fs._strip_protocol(top)) :].lstrip("/")
+                found.append(LocalFile(rel, int(info.get("size") or 0), _mtime(info)))
+    return found
+
+
+def _walk_os(top: str, rel: str, out: list[LocalFile]) -> None:
+    try:
+        it = os.scandir(top)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with it:
+        for entry in it:
+            sub = f"{rel}/{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                _walk_os(entry.path, sub, out)
+            elif entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                out.append(LocalFile(sub, st.st_size, st.st_mtime_ns / 1e9))
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        timestamp = getattr(value, "timestamp", None)
+        if callable(timestamp):
+            return float(timestamp())
+        return float(hash(str(value)))
+    return 0.0
+
+
+def hash_file(fs: Any, path: str) -> str:
+    """The fsync digest of a file, in one streaming read."""
+    hasher = FusionHasher(whole=False)
+    opener = open if is_local(fs) else fs.open
+    with opener(path, "rb") as fh:
+        while chunk := fh.read(HASH_BLOCK):
+            hasher.update(chunk)
+    return hasher.fsync_digest()
+
+
+async def scan_local(
+    fs: Any,
+    root: str,
+    subdirs: list[str],
+    cache: HashCache,
+    key_of: Callable[[str], DistKey | None],
+    pool: Executor | None = None,
+) -> LocalScan:
+    """Walk the dataset folders, reuse cached digests, hash changed files in threads.
+
+    ``key_of`` maps a relative path to its distribution (None: not one of ours). Stale
+    temporaries of an interrupted transfer are removed.
+    """
+    loop = asyncio.get_running_loop()
+    files = await loop.run_in_executor(pool, walk, fs, root, subdirs)
+    cached = cache.load()
+    scan = LocalScan()
+    todo: list[tuple[LocalFile, DistKey | None]] = []
+    for f in files:
+        name = f.path.rsplit("/", 1)[-1]
+        if TEMP_MARK in name:
+            await loop.run_in_executor(pool, fs.rm_file, join(root, f.path))
+            scan.stale_temporaries += 1
+            continue
+        key = key_of(f.path)
+        if key is None:
+            problem = naming_problem(name)
+            if problem:
+                scan.warnings.append(f"{f.path}: {problem}")
+            continue
+        hit = cached.get(f.path)
+        if hit is not None and hit.size == f.size and hit.mtime == f.mtime:
+            scan.entries[f.path] = LocalEntry(f.path, f.size, hit.digest, key, hit.synced_digest)
+        else:
+            todo.append((f, key))
+    if todo:
+        digests = await asyncio.gather(
+            *(loop.run_in_executor(pool, hash_file, fs, join(root, f.path)) for f, _ in todo)
+        )
+        cache.store((f.path, f.size, f.mtime, d) for (f, _), d in zip(todo, digests, strict=True))
+        for (f, key), digest in zip(todo, digests, strict=True):
+            hit = cached.get(f.path)
+            scan.entries[f.path] = LocalEntry(f.path, f.size, digest, key, hit.synced_digest if hit else None)
+            scan.hashed_bytes += f.size
+        scan.hashed = len(todo)
+    return scan
+
+
+def key_from_name(path: str, is_raw: Callable[[str, str], bool]) -> DistKey | None:
+    """The distribution a local path names (by its file name); ``is_raw`` decides unknown extensions."""
+    parsed = parse_file_name(path.rsplit("/", 1)[-1])
+    if parsed is None:
+        return None
+    key = parsed.key
+    if key.format not in RECOGNIZED_FORMATS and is_raw(key.catalog, key.dataset):
+        return dataclasses.replace(key, format="raw")
+    return key
