@@ -44,6 +44,7 @@ class LocalEntry:
     digest: str
     key: DistKey | None = None
     synced_digest: str | None = None
+    mtime: float = 0.0
 
     @property
     def changed_since_sync(self) -> bool:
@@ -59,6 +60,7 @@ class Action:
     key: DistKey
     path: str
     size: int
+    digest: str = ""
     backup: bool = False
     note: str = ""
 
@@ -114,21 +116,23 @@ def _plan_download(
         targets.add(path)
         have = local.get(path)
         if have is None:
-            actions.append(Action(Op.NEW, key, path, entry.size))
+            actions.append(Action(Op.NEW, key, path, entry.size, entry.digest))
         elif have.digest == entry.digest:
-            actions.append(Action(Op.EQUAL, key, path, entry.size))
+            actions.append(Action(Op.EQUAL, key, path, entry.size, entry.digest))
         elif not have.changed_since_sync:
-            actions.append(Action(Op.CHANGED, key, path, entry.size))
+            actions.append(Action(Op.CHANGED, key, path, entry.size, entry.digest))
         elif backup:
-            actions.append(Action(Op.CHANGED, key, path, entry.size, backup=True))
+            actions.append(Action(Op.CHANGED, key, path, entry.size, entry.digest, backup=True))
         else:
-            actions.append(Action(Op.CONFLICT, key, path, entry.size, note=KEPT))
+            actions.append(Action(Op.CONFLICT, key, path, entry.size, entry.digest, note=KEPT))
     if delete:
         for path, have in local.items():
             if path in targets or have.key is None:
                 continue
             if not have.changed_since_sync or backup:
-                actions.append(Action(Op.DELETE, have.key, path, have.size, backup=have.changed_since_sync))
+                actions.append(
+                    Action(Op.DELETE, have.key, path, have.size, have.digest, backup=have.changed_since_sync)
+                )
             else:
                 actions.append(Action(Op.CONFLICT, have.key, path, have.size, note=KEPT))
     return actions
@@ -149,13 +153,13 @@ def _plan_upload(local: dict[str, LocalEntry], remote: dict[DistKey, RemoteEntry
         have = entries[0]
         there = remote.get(key)
         if there is None:
-            actions.append(Action(Op.NEW, key, have.path, have.size))
+            actions.append(Action(Op.NEW, key, have.path, have.size, have.digest))
         elif there.digest == have.digest:
-            actions.append(Action(Op.EQUAL, key, have.path, have.size))
+            actions.append(Action(Op.EQUAL, key, have.path, have.size, have.digest))
         else:
-            actions.append(Action(Op.CHANGED, key, have.path, have.size))
+            actions.append(Action(Op.CHANGED, key, have.path, have.size, have.digest))
     if delete:
         for key, there in remote.items():
             if key not in by_key:
-                actions.append(Action(Op.DELETE, key, key.remote_path, there.size))
+                actions.append(Action(Op.DELETE, key, key.remote_path, there.size, there.digest))
     return actions

@@ -61,7 +61,7 @@ def walk(fs: Any, root: str, subdirs: list[str]) -> list[LocalFile]:
         elif fs.exists(top):
             for path, info in fs.find(top, detail=True).items():
                 rel = sub + "/" + path[len(fs._strip_protocol(top)) :].lstrip("/")
-                found.append(LocalFile(rel, int(info.get("size") or 0), _mtime(info)))
+                found.append(LocalFile(rel, int(info.get("size") or 0), info_mtime(info)))
     return found
 
 
@@ -80,7 +80,7 @@ def _walk_os(top: str, rel: str, out: list[LocalFile]) -> None:
                 out.append(LocalFile(sub, st.st_size, st.st_mtime_ns / 1e9))
 
 
-def _mtime(info: dict[str, Any]) -> float:
+def info_mtime(info: dict[str, Any]) -> float:
     for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
         value = info.get(name)
         if value is None:
@@ -136,7 +136,7 @@ async def scan_local(
             continue
         hit = cached.get(f.path)
         if hit is not None and hit.size == f.size and hit.mtime == f.mtime:
-            scan.entries[f.path] = LocalEntry(f.path, f.size, hit.digest, key, hit.synced_digest)
+            scan.entries[f.path] = LocalEntry(f.path, f.size, hit.digest, key, hit.synced_digest, f.mtime)
         else:
             todo.append((f, key))
     if todo:
@@ -146,7 +146,7 @@ async def scan_local(
         cache.store((f.path, f.size, f.mtime, d) for (f, _), d in zip(todo, digests, strict=True))
         for (f, key), digest in zip(todo, digests, strict=True):
             hit = cached.get(f.path)
-            scan.entries[f.path] = LocalEntry(f.path, f.size, digest, key, hit.synced_digest if hit else None)
+            scan.entries[f.path] = LocalEntry(f.path, f.size, digest, key, hit.synced_digest if hit else None, f.mtime)
             scan.hashed_bytes += f.size
         scan.hashed = len(todo)
     return scan

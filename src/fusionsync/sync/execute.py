@@ -1,0 +1,189 @@
+"""Carry out a plan: up to ``n_par`` transfers at once, each verified and atomic; deletes last."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fsspec.callbacks import Callback
+
+from fusionsync.errors import FusionSyncError
+from fusionsync.sync.cache import HashCache
+from fusionsync.sync.plan import Action, LocalEntry, Plan
+from fusionsync.sync.report import Failure, Stats, SyncReport
+from fusionsync.sync.scan import info_mtime, is_local, join
+
+log = logging.getLogger("fusionsync")
+Row = tuple[str, int, float, str]
+
+
+class _Bytes(Callback):  # type: ignore[misc]
+    """Feeds a transfer's byte progress into the pass statistics."""
+
+    def __init__(self, stats: Stats, name: str) -> None:
+        super().__init__()
+        self._stats = stats
+        self._name = name
+
+    def relative_update(self, inc: int = 1) -> None:
+        self._stats.advance(self._name, inc)
+
+    def absolute_update(self, value: int) -> None:
+        slot = self._stats.active.get(self._name)
+        if slot is not None:
+            self._stats.advance(self._name, value - slot[0])
+
+
+@dataclass
+class Context:
+    """Everything a pass needs to move files."""
+
+    fs_fusion: Any
+    fs_local: Any
+    local_root: str
+    cache: HashCache
+    stats: Stats
+    local: dict[str, LocalEntry] = field(default_factory=dict)
+    pool: Executor | None = None
+    backup_dir: str | None = None
+
+
+def describe(exc: BaseException) -> str:
+    """One sentence about a failed item."""
+    if isinstance(exc, FusionSyncError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop: asyncio.Event) -> None:
+    """Run the transfers of ``plan`` (at most ``n_par`` at once), then its deletes if nothing failed.
+
+    When ``stop`` is set, transfers in flight are cancelled (their temporaries removed), none
+    start, no delete runs, and the report says the pass was interrupted.
+    """
+    transfers = plan.transfers
+    ctx.stats.begin(len(transfers), sum(a.size for a in transfers))
+    gate = asyncio.Semaphore(max(1, n_par))
+    synced: list[Row] = []
+
+    async def one(action: Action) -> None:
+        async with gate:
+            ctx.stats.open(action.path, action.size)
+            ok = False
+            try:
+                synced.append(await _transfer(action, ctx, plan.direction))
+                report.transferred.append(action.path)
+                report.bytes += action.size
+                ok = True
+            except Exception as exc:  # one item's failure never stops the others
+                log.warning("%s of %s failed: %s", plan.direction, action.path, describe(exc))
+                report.failed.append(Failure(action.path, describe(exc)))
+            finally:
+                ctx.stats.close(action.path, ok)
+
+    tasks = [asyncio.ensure_future(one(a)) for a in transfers]
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        if tasks:
+            everything: asyncio.Future[Any] = asyncio.gather(*tasks)
+            await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            report.interrupted = True
+            return
+    finally:
+        stopper.cancel()
+        ctx.cache.mark_synced(synced)
+    if plan.deletes and report.failed:
+        report.warnings.append(f"{len(plan.deletes)} deletes not done: transfers failed in this pass")
+        return
+    for action in plan.deletes:
+        try:
+            await _delete(action, ctx, plan.direction)
+            report.deleted.append(action.path)
+        except Exception as exc:
+            report.failed.append(Failure(action.path, describe(exc)))
+
+
+async def _run(ctx: Context, fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(ctx.pool, fn, *args)
+
+
+async def _transfer(action: Action, ctx: Context, direction: str) -> Row:
+    """Move one file; return what the hash cache should remember of the local copy."""
+    target = join(ctx.local_root, action.path)
+    callback = _Bytes(ctx.stats, action.path)
+    rpath = action.key.remote_path
+    if direction == "upload":
+        if is_local(ctx.fs_local):
+            await ctx.fs_fusion._put_file(target, rpath, callback=callback)
+        else:
+            with _scratch() as tmp:
+                await _run(ctx, ctx.fs_local.get_file, target, tmp)
+                await ctx.fs_fusion._put_file(tmp, rpath, callback=callback)
+        # What was scanned (and hashed) is what was sent; a later edit changes mtime and is sent next pass.
+        entry = ctx.local[action.path]
+        return action.path, entry.size, entry.mtime, entry.digest
+    if action.backup:
+        await _backup(ctx, action.path)
+    if is_local(ctx.fs_local):
+        await _run(ctx, _makedirs, os.path.dirname(target))
+        await ctx.fs_fusion._get_file(rpath, target, callback=callback)
+        st = await _run(ctx, os.stat, target)
+        return action.path, st.st_size, st.st_mtime_ns / 1e9, action.digest
+    with _scratch() as tmp:
+        await ctx.fs_fusion._get_file(rpath, tmp, callback=callback)
+        await _run(ctx, ctx.fs_local.put_file, tmp, target)
+    info = await _run(ctx, ctx.fs_local.info, target)
+    return action.path, int(info["size"]), info_mtime(info), action.digest
+
+
+def _makedirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[str]:
+    fd, path = tempfile.mkstemp(prefix="fusionsync-")
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+async def _backup(ctx: Context, rel: str) -> None:
+    """Move a local file out of the way into the backup folder, keeping its relative path."""
+    assert ctx.backup_dir is not None
+    src = join(ctx.local_root, rel)
+    dest = join(ctx.backup_dir, rel)
+    if is_local(ctx.fs_local):
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        await _run(ctx, shutil.move, src, dest)
+    else:
+        await _run(ctx, ctx.fs_local.mv, src, dest)
+
+
+async def _delete(action: Action, ctx: Context, direction: str) -> None:
+    if direction == "upload":
+        await ctx.fs_fusion._rm_file(action.key.remote_path)
+        return
+    if action.backup and ctx.backup_dir:
+        await _backup(ctx, action.path)
+    else:
+        await _run(ctx, ctx.fs_local.rm_file, join(ctx.local_root, action.path))
+    ctx.cache.forget([action.path])
