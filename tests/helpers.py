@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
+from fusionsync.server.process import ServerProcess
 
 
 @dataclass
@@ -28,30 +25,10 @@ class Answer:
         return json.loads(self.body)
 
 
-@dataclass
-class RunningServer:
-    """A `fusionsync serve` subprocess on 127.0.0.1 with a fresh root folder."""
+class RunningServer(ServerProcess):
+    """A `fusionsync serve` subprocess on 127.0.0.1 with a fresh root folder, plus API helpers."""
 
-    root: Path
-    port: int
-    proc: subprocess.Popen[str]
-    auth: bool
-    _token: str | None = field(default=None, repr=False)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def root_url(self) -> str:
-        return f"{self.base}/api/v1/"
-
-    @property
-    def credentials_file(self) -> Path:
-        return self.root / "client_credentials.json"
-
-    def credentials(self) -> dict[str, Any]:
-        return dict(json.loads(self.credentials_file.read_text()))
+    _token: str | None = None
 
     def token(self) -> str:
         if self._token is None:
@@ -149,37 +126,9 @@ class RunningServer:
             parts.append(answer.json())
         return self.api("POST", f"{url}/operations/upload?operationId={op}", json_body={"parts": parts}, headers=whole)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 def start_server(root: Path, *args: str, auth: bool = True, port: int = 0) -> RunningServer:
     """Start `fusionsync serve` on a free 127.0.0.1 port and wait until it answers."""
-    cmd = [sys.executable, "-m", "fusionsync", "serve", "--root", str(root), "--port", str(port), *args]
-    if not auth:
-        cmd.append("--no-auth")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    root.mkdir(parents=True, exist_ok=True)
-    log = root.with_name(root.name + ".log")
-    with open(log, "a") as errors:  # a pipe nobody reads would block the server once full
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("Serving"):
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line}{log.read_text()}")
-    bound = int(line.split("127.0.0.1:")[1].split("/")[0])
-    deadline = time.monotonic() + 10
-    server = RunningServer(root, bound, proc, auth)
-    while time.monotonic() < deadline:
-        if server.request("GET", "/api/v1/openapi.json", auth=False).status == 200:
-            return server
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError("server did not answer")
+    server = RunningServer(root, *args, auth=auth, port=port)
+    server.start()
+    return server
