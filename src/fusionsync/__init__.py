@@ -10,6 +10,8 @@ from fusionsync.errors import (
     TransferError,
     UsageError,
 )
+from fusionsync.sync.fsync import fsync
+from fusionsync.sync.report import SyncReport
 
 __version__ = "0.1.0"
 
@@ -21,6 +23,8 @@ __all__ = [
     "FusionSyncError",
     "NotFoundError",
     "TransferError",
+    "SyncReport",
     "UsageError",
     "__version__",
+    "fsync",
 ]

@@ -87,6 +87,15 @@ async def download(request: web.Request) -> web.StreamResponse:
     return _file_response(request, _require_distribution(request))
 
 
+@routes.delete(DIST + "/{format}")
+async def delete_distribution(request: web.Request) -> web.Response:
+    dist = _require_distribution(request)
+    st = state(request)
+    blob = st.meta.delete_distribution(dist.catalog, dist.dataset, dist.series, dist.format)
+    st.blobs.remove_later(blob, st.config.blob_grace_seconds)
+    return json_response({"identifier": dist.format, "deleted": True})
+
+
 @routes.get(DIST + "/{format}/files")
 async def list_files(request: web.Request) -> web.Response:
     dist = _require_distribution(request)
