@@ -1,5 +1,6 @@
 """fusionsync: fast, verified sync between fsspec filesystems and a Fusion data catalog."""
 
+from fusionsync.client import FusionFileSystem
 from fusionsync.errors import (
     APIError,
     AuthError,
@@ -20,10 +21,11 @@ __all__ = [
     "AuthError",
     "ChecksumError",
     "CredentialsError",
+    "FusionFileSystem",
     "FusionSyncError",
     "NotFoundError",
-    "TransferError",
     "SyncReport",
+    "TransferError",
     "UsageError",
     "__version__",
     "fsync",

@@ -1,0 +1,198 @@
+"""HTTP for the Fusion client: one connection pool, authentication, retries, error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import aiohttp
+
+from fusionsync.client.credentials import Credentials, TokenCache, _message
+from fusionsync.errors import APIError, AuthError, FusionSyncError, NotFoundError, TransferError
+
+log = logging.getLogger("fusionsync")
+T = TypeVar("T")
+NEXT_TOKEN = "x-jpmc-next-token"
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class Retryable(Exception):
+    """A failure worth another try (connection lost, 429, 5xx)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def status_error(status: int, what: str, body: bytes, headers: Any = None) -> Exception:
+    """The error for an HTTP status: Retryable for 429/5xx, else one of ours, naming ``what``."""
+    message = f"{what}: {_message(body)} (HTTP {status})"
+    if status in RETRY_STATUSES:
+        after = headers.get("Retry-After") if headers is not None else None
+        try:
+            delay = float(after) if after is not None else None
+        except ValueError:
+            delay = None
+        return Retryable(message, delay)
+    if status == 404:
+        return NotFoundError(f"{what} not found: {_message(body)}")
+    if status in (401, 403):
+        return AuthError(f"{what}: access refused ({_message(body)}, HTTP {status})")
+    return APIError(message, status)
+
+
+class Http:
+    """Requests to ``{root_url}catalogs/…`` with tokens attached and bounded retries."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        root_url: str,
+        retries: int = 5,
+        backoff: float = 0.25,
+        max_backoff: float = 10.0,
+        retry_budget: float = 120.0,
+        connect_timeout: float = 30.0,
+        read_timeout: float = 120.0,
+    ) -> None:
+        self.root_url = root_url if root_url.endswith("/") else root_url + "/"
+        self.tokens = TokenCache(creds)
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.retry_budget = retry_budget
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self.proxy = creds.proxies.get("https") or creds.proxies.get("http") or None
+        self._session: aiohttp.ClientSession | None = None
+
+    def url(self, path: str) -> str:
+        return f"{self.root_url}catalogs/{path}" if path else f"{self.root_url}catalogs/"
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=128, limit_per_host=128, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, headers={"Accept-Encoding": "identity"}
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def auth_headers(self, path: str) -> dict[str, str]:
+        session = await self.session()
+        headers = {"Authorization": f"Bearer {await self.tokens.api_token(session)}"}
+        parts = path.split("?")[0].split("/")
+        if "distributions" in parts and len(parts) > 2 and parts[1] == "datasets":
+            catalog, dataset = parts[0], parts[2]
+            url = self.url(f"{catalog}/datasets/{dataset}/authorize/token")
+            headers["Fusion-Authorization"] = f"Bearer {await self.tokens.fusion_token(session, url, catalog, dataset)}"
+        return headers
+
+    async def retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds, retrying connection errors, 429 and 5xx with backoff."""
+        started = time.monotonic()
+        refreshed = False
+        for tries in range(self.retries + 1):
+            try:
+                return await attempt()
+            except AuthError:
+                if refreshed:
+                    raise
+                refreshed = True  # a token may have expired or been revoked: fetch new ones, once
+                self.tokens.invalidate()
+                continue
+            except FusionSyncError:
+                raise
+            except (TimeoutError, Retryable, aiohttp.ClientError, ConnectionError) as exc:
+                delay = min(self.max_backoff, self.backoff * 2**tries) * random.uniform(0.5, 1.0)
+                if isinstance(exc, Retryable) and exc.retry_after is not None:
+                    delay = min(max(delay, exc.retry_after), self.max_backoff * 6)
+                spent = time.monotonic() - started
+                if tries == self.retries or spent + delay > self.retry_budget:
+                    raise TransferError(f"{what}: gave up after {tries + 1} tries: {_describe(exc)}") from exc
+                log.info("%s: %s; retrying in %.2f s", what, _describe(exc), delay)
+                await asyncio.sleep(delay)
+        raise TransferError(f"{what}: access refused even with fresh tokens")
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+        json_body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[bytes, Any]:
+        """One request, retried; returns the body and the response headers."""
+
+        async def attempt() -> tuple[bytes, Any]:
+            session = await self.session()
+            all_headers = {**(await self.auth_headers(path)), **(headers or {})}
+            async with session.request(
+                method, self.url(path), headers=all_headers, data=data, json=json_body, params=params, proxy=self.proxy
+            ) as resp:
+                body = await resp.read()
+                if resp.status >= 300:
+                    raise status_error(resp.status, what, body, resp.headers)
+                return body, resp.headers
+
+        return await self.retrying(what, attempt)
+
+    async def json(self, path: str, what: str, **kw: Any) -> Any:
+        body, _ = await self.call("GET", path, what, **kw)
+        return parse_json(body, what)
+
+    async def collection(self, path: str, what: str) -> tuple[dict[str, Any], list[Any]]:
+        """A resource and all its ``resources``, following ``x-jpmc-next-token`` pages."""
+        first: dict[str, Any] | None = None
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            body, headers = await self.call("GET", path, what, headers={NEXT_TOKEN: token} if token else None)
+            page = parse_json(body, what)
+            if not isinstance(page, dict):
+                raise APIError(f"{what}: the answer is not a JSON object")
+            resources = page.get("resources", [])
+            if not isinstance(resources, list):
+                raise APIError(f"{what}: 'resources' is not a list")
+            first = first or page
+            items.extend(resources)
+            token = headers.get(NEXT_TOKEN)
+            if not token:
+                return first, items
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, path: str, what: str, *, headers: dict[str, str] | None = None, params: Any = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A response whose body the caller streams (no retry here: the caller retries the whole read)."""
+        session = await self.session()
+        all_headers = {**(await self.auth_headers(path)), **(headers or {})}
+        async with session.request(
+            method, self.url(path), headers=all_headers, params=params, proxy=self.proxy
+        ) as resp:
+            if resp.status >= 300:
+                raise status_error(resp.status, what, await resp.read(), resp.headers)
+            yield resp
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise APIError(f"{what}: the answer is not valid JSON") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,257 @@
+"""Downloads and uploads of distributions: parallel, streamed, verified, bounded in memory.
+
+A download goes to a hidden temporary file next to its destination: ranges are fetched in
+parallel and written at their offsets while a thread hashes the completed prefix, so the
+bytes are read from the network once, hashed once, and memory holds only a few chunks.
+Only a file whose SHA-256 matches the server's ``x-jpmc-checksum`` is renamed into place.
+An upload reads the file once: each 5 MiB part is hashed and sent (several at a time), and
+the whole-file fsync digest is derived from the part digests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
+from fusionsync.catalog.layout import TEMP_MARK
+from fusionsync.client.http import Http, Retryable, parse_json
+from fusionsync.errors import APIError, ChecksumError
+
+CHUNK = 2**20
+HASH_BLOCK = 8 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    size: int
+    checksum: str | None
+
+
+async def gather_or_cancel(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run all; on the first failure (or cancellation) cancel the rest and wait for them to stop."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def temp_path_for(dest: str) -> str:
+    folder, name = os.path.split(os.path.abspath(dest))
+    return os.path.join(folder, f".{name}{TEMP_MARK}{secrets.token_hex(4)}")
+
+
+async def head(http: Http, path: str) -> RemoteFile:
+    _, headers = await http.call("HEAD", path + "/operationType/download", f"distribution {path}")
+    try:
+        size = int(headers["Content-Length"])
+    except (KeyError, ValueError) as exc:
+        raise APIError(f"distribution {path}: the server gave no Content-Length") from exc
+    return RemoteFile(size, headers.get("x-jpmc-checksum"))
+
+
+class _PrefixHasher:
+    """Hashes a file being written out of order, as its prefix becomes complete (in a thread)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+        self._sha = hashlib.sha256()
+        self._hashed = 0
+        self._ready: list[tuple[int, int]] = []  # completed spans not yet hashed, (start, end)
+        self._wake = asyncio.Event()
+
+    def completed(self, start: int, end: int) -> None:
+        self._ready.append((start, end))
+        self._wake.set()
+
+    def reset(self) -> None:
+        self._ready.clear()
+
+    async def run(self) -> str:
+        loop = asyncio.get_running_loop()
+        while self._hashed < self._size:
+            await self._wake.wait()
+            self._wake.clear()
+            self._ready.sort()
+            upto = self._hashed
+            while self._ready and self._ready[0][0] <= upto:
+                upto = max(upto, self._ready.pop(0)[1])
+            if upto > self._hashed:
+                await loop.run_in_executor(None, self._hash, self._hashed, upto)
+                self._hashed = upto
+        return b64(self._sha.digest())
+
+    def _hash(self, start: int, end: int) -> None:
+        pos = start
+        while pos < end:
+            block = os.pread(self._fd, min(HASH_BLOCK, end - pos), pos)
+            if not block:
+                raise OSError(f"short read at {pos} while verifying")
+            self._sha.update(block)
+            pos += len(block)
+
+
+async def download(http: Http, path: str, dest: str, callback: Any, range_size: int, max_ranges: int) -> RemoteFile:
+    """Fetch a distribution into ``dest`` atomically, verified against the server's checksum."""
+    remote = await head(http, path)
+    callback.set_size(remote.size)
+    temp = temp_path_for(dest)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        hasher = _PrefixHasher(fd, remote.size)
+        hashing = asyncio.ensure_future(hasher.run())
+        try:
+            spans = [(s, min(s + range_size, remote.size)) for s in range(0, remote.size, range_size)]
+            gate = asyncio.Semaphore(max_ranges)
+
+            async def one(start: int, end: int) -> None:
+                async with gate:
+                    await http.retrying(
+                        f"download of {path}", lambda: _fetch(http, path, fd, start, end, callback, remote.size)
+                    )
+                hasher.completed(start, end)
+
+            await gather_or_cancel([one(s, e) for s, e in spans])
+            checksum = await hashing
+        finally:
+            hashing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await hashing
+        if remote.checksum is not None and checksum != remote.checksum:
+            raise ChecksumError(
+                f"download of {path} does not match its checksum (got {checksum}, expected {remote.checksum}); "
+                "nothing was written"
+            )
+        os.close(fd)
+        fd = -1
+        os.replace(temp, dest)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return remote
+
+
+async def _fetch(http: Http, path: str, fd: int, start: int, end: int, callback: Any, size: int) -> None:
+    """One range (the whole file when it is small) written at its offset."""
+    params = None if (start, end) == (0, size) else {"downloadRange": f"bytes={start}-{end - 1}"}
+    pos = start
+    try:
+        async with http.stream("GET", path + "/operationType/download", f"download of {path}", params=params) as resp:
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                if pos + len(chunk) > end:
+                    raise Retryable(f"download of {path}: the server sent more bytes than asked for")
+                os.pwrite(fd, chunk, pos)
+                pos += len(chunk)
+                callback.relative_update(len(chunk))
+        if pos != end:
+            raise Retryable(f"download of {path}: the connection closed after {pos - start} of {end - start} bytes")
+    except BaseException:
+        callback.relative_update(start - pos)  # this range starts again from zero
+        raise
+
+
+class SlicedBody:
+    """A request body of bytes sent in 1 MiB slices with a Content-Length (re-iterable for retries)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        view = memoryview(self.data)
+        for start in range(0, len(view), CHUNK):
+            yield view[start : start + CHUNK]
+
+
+def _dates(from_date: str | None, to_date: str | None) -> dict[str, str]:
+    today = dt.date.today().isoformat()
+    return {
+        "x-jpmc-distribution-from-date": from_date or today,
+        "x-jpmc-distribution-to-date": to_date or "2199-12-31",
+        "x-jpmc-distribution-created-date": today,
+    }
+
+
+async def upload(
+    http: Http,
+    path: str,
+    reader: Callable[[int, int], bytes],
+    size: int,
+    callback: Any,
+    max_parts: int,
+    from_date: str | None = None,
+    to_date: str | None = None,
+    file_name: str | None = None,
+) -> None:
+    """Send ``size`` bytes read by ``reader(offset, length)`` to the distribution at ``path``."""
+    headers = _dates(from_date, to_date)
+    if file_name:
+        headers["File-Name"] = file_name
+    callback.set_size(size)
+    loop = asyncio.get_running_loop()
+    what = f"upload to {path}"
+    if size <= PART_SIZE:
+        data = await loop.run_in_executor(None, reader, 0, size)
+        hasher = FusionHasher(whole=False)
+        hasher.update(data)
+        single = {
+            **headers,
+            "Digest": f"SHA-256={hasher.fsync_digest()}",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+        }
+        await http.call("PUT", path, what, headers=single, data=data if len(data) <= CHUNK else SlicedBody(data))
+        callback.relative_update(size)
+        return
+    body, _ = await http.call("POST", path + "/operationType/upload", what, headers=headers)
+    op = parse_json(body, what)
+    if not isinstance(op, dict) or not isinstance(op.get("operationId"), str):
+        raise APIError(f"{what}: the server answered no operationId")
+    op_id = op["operationId"]
+    count = (size + PART_SIZE - 1) // PART_SIZE
+    answers: list[Any] = [None] * count
+    digests: list[bytes] = [b""] * count
+    gate = asyncio.Semaphore(max_parts)
+
+    async def part(i: int) -> None:
+        async with gate:
+            offset = i * PART_SIZE
+            data = await loop.run_in_executor(None, reader, offset, min(PART_SIZE, size - offset))
+            raw = await loop.run_in_executor(None, lambda: hashlib.sha256(data).digest())
+            digests[i] = raw
+            url = f"{path}/operations/upload?operationId={op_id}&partNumber={i + 1}"
+            part_headers = {
+                "Digest": f"SHA-256={b64(raw)}",
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(data)),
+            }
+            answer, _ = await http.call("PUT", url, what, headers=part_headers, data=SlicedBody(data))
+            answers[i] = parse_json(answer, what)
+            callback.relative_update(len(data))
+
+    await gather_or_cancel([part(i) for i in range(count)])
+    whole = b64(hashlib.sha256(b"".join(digests)).digest())
+    await http.call(
+        "POST",
+        f"{path}/operations/upload?operationId={op_id}",
+        what,
+        headers={**headers, "Digest": f"SHA-256={whole}"},
+        json_body={"parts": answers},
+    )
