@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-
 from tests.helpers import start_server
 
 

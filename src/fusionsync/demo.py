@@ -146,7 +146,7 @@ def run_demo(keep: Path | None = None) -> int:
         step("publish (upload)", publisher, datasets=list(DATASETS), direction="upload")
 
         console.print(f"\n[bold]2. Catalog[/]: fusionsync ls {CATALOG}/datasets/FX_RATES/datasetseries")
-        for name in fs.ls(f"{CATALOG}/datasets/FX_RATES/datasetseries"):
+        for name in fs.ls(f"{CATALOG}/datasets/FX_RATES/datasetseries", detail=False):
             console.print(f"   {name}")
 
         mirror = base / "mirror"
