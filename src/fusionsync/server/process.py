@@ -70,12 +70,15 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def kill(self) -> None:
         """Stop at once (SIGKILL), as a crash would."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.stop()
 
     def __enter__(self) -> ServerProcess:
         return self.start()
