@@ -24,12 +24,16 @@ class Observed:
 
 class Proxy:
     """Forwards every request to ``upstream``; requests for which ``watch(method, path)`` holds are
-    counted as in flight and delayed by ``delay`` seconds before being forwarded."""
+    counted as in flight, delayed by ``delay`` seconds, and the first ``refuse`` of them refused."""
 
-    def __init__(self, upstream: str, watch: Callable[[str, str], bool], delay: float = 0.0) -> None:
+    def __init__(
+        self, upstream: str, watch: Callable[[str, str], bool], delay: float = 0.0, refuse: int = 0, status: int = 503
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.watch = watch
         self.delay = delay
+        self.refuse = refuse  # answer the first `refuse` watched requests with `status` and Retry-After
+        self.status = status
         self.seen = Observed()
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -75,6 +79,10 @@ class Proxy:
             self.seen.in_flight += 1
             self.seen.max_in_flight = max(self.seen.max_in_flight, self.seen.in_flight)
         try:
+            if watched and self.refuse > 0:
+                self.refuse -= 1
+                await request.read()
+                return web.json_response({"message": "try later"}, status=self.status, headers={"Retry-After": "0.1"})
             if watched and self.delay:
                 await asyncio.sleep(self.delay)
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
