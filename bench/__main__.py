@@ -1,0 +1,20 @@
+"""``make bench``: every benchmark in turn (each can also run alone, see bench/README.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHES = ["bench.client_bench", "bench.ranged_downloads"]
+
+
+def main() -> int:
+    failed = 0
+    for module in BENCHES:
+        print(f"== {module}", flush=True)
+        failed += subprocess.run([sys.executable, "-m", module, *sys.argv[1:]]).returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
