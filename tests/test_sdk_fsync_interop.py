@@ -57,7 +57,7 @@ def run_sdk_fsync_until(server: RunningServer, direction: str, root: Path, done:
             time.sleep(0.2)
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 KEYS = [DistKey("cat", "A", "20240101", "csv"), DistKey("cat", "A", "20240102", "csv")]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,88 @@ def test_sigterm_mid_pass_stops_cleanly_and_leaves_no_partial_file(server: Runni
     for rel, data in local_files(root).items():
         assert rel in expected and data == expected[rel], f"{rel} is partial or foreign"
     assert len(local_files(root)) < len(keys)
+
+
+def test_continuous_mode_picks_up_new_distributions_and_stops_on_sigterm(server: RunningServer, tmp_path: Path) -> None:
+    seed(server, "cat", {"A": {"20240101": ["csv"]}})
+    root = tmp_path / "mirror"
+    args = [a for a in sync_args(server, root, "--interval", "0.2", "--no-progress") if a != "--once"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fusionsync", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: len(local_files(root)) == 1)
+        (key,) = seed(server, "cat", {"A": {"20240102": ["csv"]}})
+        wait_for(lambda: local_files(root).get(local_relative_path(key)) == payload(key))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "0 failed" not in out and "download:" in out
+
+
+def test_errors_back_off_instead_of_spinning(tmp_path: Path) -> None:
+    """Against a server that drops every connection, requests and passes are retried with growing delays."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    connections = 0
+
+    def drop_all() -> None:
+        nonlocal connections
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections += 1
+            conn.close()
+
+    threading.Thread(target=drop_all, daemon=True).start()
+    creds = tmp_path / "creds.json"
+    base = f"http://127.0.0.1:{port}"
+    creds.write_text(
+        json.dumps(
+            {"client_id": "x", "client_secret": "y", "auth_url": base + "/oauth2/token", "root_url": base + "/api/v1/"}
+        )
+    )
+    args = ["sync", "download", "--local-path", str(tmp_path / "m"), "--dataset", "A", "--credentials", str(creds),
+            "--log-path", str(tmp_path), "--interval", "0.1", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fusionsync", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(6)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    listener.close()
+    # Without backoff this would be thousands of connections in 6 s.
+    assert 3 <= connections <= 20, connections
+    assert proc.returncode == 0
+
+
+def test_two_syncs_on_one_folder_do_not_interleave(server: RunningServer, tmp_path: Path) -> None:
+    seed(server, "cat", {"A": {f"2024010{i}": ["csv"] for i in range(1, 5)}}, size=2**20)
+
+    def is_download(method: str, path: str) -> bool:
+        return method == "GET" and "/distributions/" in path
+
+    with Proxy(server.base, is_download, delay=1.0) as proxy:
+        creds_file = tmp_path / "creds.json"
+        creds_file.write_text(json.dumps(server.credentials() | {"root_url": proxy.base + "/api/v1/"}))
+        root = tmp_path / "mirror"
+        args = sync_args(server, root)
+        args[args.index("--credentials") + 1] = str(creds_file)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "fusionsync", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_for(lambda: proxy.seen.in_flight > 0)
+        second = cli(*args)
+        _, err = first.communicate(timeout=60)
+    assert second.returncode == 2 and "another sync is already running" in second.stderr
+    assert first.returncode == 0, err
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

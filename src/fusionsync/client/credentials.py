@@ -149,15 +149,13 @@ class TokenCache:
 
 
 async def _token_call(session: aiohttp.ClientSession, method: str, url: str, what: str, **kw: Any) -> _Token:
-    try:
-        async with session.request(method, url, **kw) as resp:
-            body = await resp.read()
-            if resp.status in (400, 401, 403):
-                raise AuthError(f"{what} refused the credentials (HTTP {resp.status}): {_message(body)}")
-            if resp.status >= 300:
-                raise AuthError(f"{what} answered HTTP {resp.status}: {_message(body)}")
-    except aiohttp.ClientError as exc:
-        raise AuthError(f"cannot reach {what} at {url}: {exc}") from exc
+    """Fetch a token; connection errors propagate as they are, so the caller's retries apply."""
+    async with session.request(method, url, **kw) as resp:
+        body = await resp.read()
+        if resp.status in (400, 401, 403):
+            raise AuthError(f"{what} refused the credentials (HTTP {resp.status}): {_message(body)}")
+        if resp.status >= 300:
+            raise AuthError(f"{what} answered HTTP {resp.status}: {_message(body)}")
     try:
         data = json.loads(body)
         value = str(data["access_token"])

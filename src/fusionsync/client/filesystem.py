@@ -73,6 +73,10 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if not self.asynchronous:
             weakref.finalize(self, _close, self.loop, self.http)
 
+    def close(self) -> None:
+        """Close the connection pool (also done when the filesystem is garbage collected)."""
+        _close(self.loop, self.http)
+
     @classmethod
     def _strip_protocol(cls, path: Any) -> str:
         text = str(path)
@@ -233,9 +237,17 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
 
 def _close(loop: asyncio.AbstractEventLoop, http: Http) -> None:
+    """Close the connection pool of a filesystem that is going away (from any thread)."""
+    session = http._session
+    if session is None or session.closed:
+        return
     if loop is not None and loop.is_running() and not loop.is_closed():
         with contextlib.suppress(Exception):
             sync(loop, http.close, timeout=1)
+            return
+    connector = session.connector
+    if connector is not None:
+        connector._close()  # the loop is gone or is this thread: close the sockets directly
 
 
 def _what(path: str) -> str:

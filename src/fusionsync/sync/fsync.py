@@ -103,13 +103,22 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
             return None
         return key
 
-    raw_flags = await asyncio.gather(*(fs_fusion._is_raw(opts.catalog, d) for d in opts.datasets))
-    raw.update({(opts.catalog, d): flag for d, flag in zip(opts.datasets, raw_flags, strict=True)})
-    subdirs = [f"{opts.catalog}/{d}" for d in opts.datasets]
-    with ThreadPoolExecutor(max_workers=max(4, min(opts.n_par, 16)), thread_name_prefix="fusionsync") as pool:
-        local_scan, remote = await asyncio.gather(
+    async def survey() -> tuple[Any, dict[DistKey, RemoteEntry]]:
+        raw_flags = await asyncio.gather(*(fs_fusion._is_raw(opts.catalog, d) for d in opts.datasets))
+        raw.update({(opts.catalog, d): flag for d, flag in zip(opts.datasets, raw_flags, strict=True)})
+        subdirs = [f"{opts.catalog}/{d}" for d in opts.datasets]
+        scanned, remote = await asyncio.gather(
             scan_local(fs_local, root, subdirs, cache, key_of, pool), remote_state(fs_fusion, opts)
         )
+        return scanned, remote
+
+    with ThreadPoolExecutor(max_workers=max(4, min(opts.n_par, 16)), thread_name_prefix="fusionsync") as pool:
+        surveyed = await until_stopped(survey(), opts.stop)
+        if surveyed is None:
+            return SyncReport(
+                opts.direction, dry_run=opts.dry_run, interrupted=True, duration=time.monotonic() - started
+            )
+        local_scan, remote = surveyed
         the_plan = plan(
             opts.direction,
             local_scan.entries,
@@ -141,6 +150,21 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
         log.warning("%s: %s", conflict.path, conflict.reason)
     log.info(report.summary())
     return report
+
+
+async def until_stopped(coro: Any, stop: asyncio.Event) -> Any:
+    """The result of ``coro``, or None when ``stop`` is set first (``coro`` is then cancelled)."""
+    work = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([work, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    return None
 
 
 def _remember_equal(cache: HashCache, the_plan: Any, local: dict[str, Any]) -> None:
@@ -212,22 +236,22 @@ def watch(
     failures = 0
     while True:
         try:
-            last = runner.run(one_pass())
+            result: SyncReport = runner.run(one_pass())
+            if runner.stopping:  # stopped on purpose: answer for the last pass that ran to its end
+                return last if result.interrupted else result
+            last = result
             if on_report is not None:
                 on_report(last)
-            if runner.stopping:
-                return last
             failures = failures + 1 if last.failed else 0
         except AuthError:
             raise
-        except FusionSyncError as exc:
+        except (FusionSyncError, OSError) as exc:
             if isinstance(exc, UsageError):
                 raise
             failures += 1
             log.error("sync pass failed: %s", describe(exc))
-        except OSError as exc:
-            failures += 1
-            log.error("sync pass failed: %s", describe(exc))
+            if runner.stopping:
+                return last
         delay = interval if failures == 0 else min(MAX_BACKOFF, interval * 2 ** min(failures, 10))
         delay *= 1 + random.uniform(0, 0.1) if failures else 1
         try:
