@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.client_bench", "bench.ranged_downloads"]
+BENCHES = ["bench.compare", "bench.client_bench", "bench.ranged_downloads"]
 
 
 def main() -> int:
     failed = 0
     for module in BENCHES:
         print(f"== {module}", flush=True)
-        failed += subprocess.run([sys.executable, "-m", module, *sys.argv[1:]]).returncode != 0
+        args = sys.argv[1:] if module == "bench.compare" else []
+        failed += subprocess.run([sys.executable, "-m", module, *args]).returncode != 0
     return 1 if failed else 0
 
 
