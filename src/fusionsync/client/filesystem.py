@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import weakref
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK
 from fusionsync.client import transfer
 from fusionsync.client.credentials import DEFAULT_ROOT_URL, Credentials, load_credentials
 from fusionsync.client.http import Http
-from fusionsync.errors import APIError, UsageError
+from fusionsync.errors import APIError, ChecksumError, UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,9 @@ class RemoteDistribution:
     size: int
     digest: str
     modified: str
+
+
+log = logging.getLogger("fusionsync")
 
 
 def is_distribution(path: str) -> bool:
@@ -188,7 +192,12 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         rpath = self._strip_protocol(rpath)
         if not is_distribution(rpath):
             raise UsageError(f"{rpath} is not a distribution")
-        await transfer.download(self.http, rpath, lpath, callback, self.range_size, self.max_ranges)
+        try:
+            await transfer.download(self.http, rpath, lpath, callback, self.range_size, self.max_ranges)
+        except ChecksumError as exc:  # bytes damaged in transit: one more try before giving up
+            log.warning("%s; downloading it again", exc)
+            callback.absolute_update(0)
+            await transfer.download(self.http, rpath, lpath, callback, self.range_size, self.max_ranges)
 
     async def _put_file(
         self,

@@ -1,0 +1,123 @@
+"""Downloads and uploads (small and multipart) through every fault of a real misbehaving proxy.
+
+Each case must end in one of two ways: the pass completes with byte-identical results (the fault
+was retried away), or it reports the item failed and leaves the destination untouched. Either way
+no partial file stands at a destination path, and the next pass, without the fault, converges.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from fusionsync import FusionFileSystem, fsync
+from fusionsync.catalog.layout import DistKey, local_relative_path
+from fusionsync.sync.report import SyncReport
+from tests.faults.proxy import Fault, FaultProxy
+from tests.helpers import RunningServer
+from tests.sync_fixtures import local_files, local_fs, payload, remote_bytes, write_local
+
+SMALL, BIG = 1000, 24 * 2**20
+UPLOAD_BIG = 12 * 2**20
+FAULTS = {
+    "reset": dict(kind="reset", after=2000),
+    "truncate": dict(kind="truncate", after=2000),
+    "flip": dict(kind="flip", after=1000),
+    "delay": dict(kind="delay", delay=0.01),
+    "503": dict(kind="status", status=503),
+    "429": dict(kind="status", status=429),
+}
+
+
+def is_transfer(direction: str):  # type: ignore[no-untyped-def]
+    if direction == "download":
+        return lambda method, path: method == "GET" and "/distributions/" in path
+    return lambda method, path: method in ("PUT", "POST") and "/distributions/" in path
+
+
+def run(server: RunningServer, proxy_root: str | None, root: Path, direction: str, tmp: Path) -> SyncReport:
+    creds = server.credentials() | ({"root_url": proxy_root} if proxy_root else {})
+    fs = FusionFileSystem(credentials=creds, retries=3)
+    try:
+        report = fsync(
+            fs,
+            local_fs(),
+            datasets=["A"],
+            catalog="cat",
+            direction=direction,
+            local_path=str(root),
+            show_progress=False,
+            log_path=str(tmp),
+            once=True,
+        )
+    finally:
+        fs.close()
+    assert report is not None
+    return report
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUSIONSYNC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG], ids=["small", "multipart"])
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_download_through_fault(server: RunningServer, tmp_path: Path, fault: str, size: int) -> None:
+    key = DistKey("cat", "A", "20240101", "csv")
+    server.create_dataset("cat", "A")
+    server.upload("cat", "A", key.series, key.format, payload(key, size))
+    root = tmp_path / "mirror"
+    with FaultProxy(server.port, Fault(match=is_transfer("download"), **FAULTS[fault])) as proxy:  # type: ignore[arg-type]
+        report = run(server, proxy.root_url, root, "download", tmp_path)
+        assert proxy.injected == 1
+    files = local_files(root)
+    if report.ok:
+        assert files == {local_relative_path(key): payload(key, size)}
+    else:
+        assert files == {}, "a failed download leaves nothing behind"
+        assert report.failed and report.failed[0].reason
+    again = run(server, None, root, "download", tmp_path)
+    assert again.ok and local_files(root) == {local_relative_path(key): payload(key, size)}
+    record(f"download {'small' if size == SMALL else 'multipart'}", fault, report)
+
+
+@pytest.mark.parametrize("size", [SMALL, UPLOAD_BIG], ids=["small", "multipart"])
+@pytest.mark.parametrize("fault", [*FAULTS, "flip-request"])
+def test_upload_through_fault(server: RunningServer, tmp_path: Path, fault: str, size: int) -> None:
+    key = DistKey("cat", "A", "20240101", "csv")
+    server.create_dataset("cat", "A")
+    root = tmp_path / "pub"
+    write_local(root, key, payload(key, size))
+    match = is_transfer("upload")
+    if fault == "flip-request":  # corrupt the bytes of the first request that carries file bytes
+        spec: dict[str, object] = dict(kind="flip", after=500, upstream=True)
+        match = lambda method, path: method == "PUT" and "/distributions/" in path  # noqa: E731
+    else:
+        spec = FAULTS[fault]
+    with FaultProxy(server.port, Fault(match=match, **spec)) as proxy:  # type: ignore[arg-type]
+        report = run(server, proxy.root_url, root, "upload", tmp_path)
+        assert proxy.injected == 1
+    stored = remote_bytes(server, key)
+    if report.ok:
+        assert stored == payload(key, size)
+    else:
+        assert stored in (None, payload(key, size)), "a failed upload never stores wrong bytes"
+        assert report.failed and report.failed[0].reason
+    again = run(server, None, root, "upload", tmp_path)
+    assert again.ok and remote_bytes(server, key) == payload(key, size)
+    record(f"upload {'small' if size == SMALL else 'multipart'}", fault, report)
+
+
+def record(operation: str, fault: str, report: SyncReport) -> None:
+    """Append the outcome to FAULT_MATRIX_LOG when set (for the fault matrix table)."""
+    import os
+
+    target = os.environ.get("FAULT_MATRIX_LOG")
+    if target:
+        outcome = "retried, identical" if report.ok else f"failed, untouched: {report.failed[0].reason[:60]}"
+        with open(target, "a") as fh:
+            fh.write(json.dumps({"operation": operation, "fault": fault, "outcome": outcome, "t": time.time()}) + "\n")
