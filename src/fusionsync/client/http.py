@@ -13,38 +13,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from fusionsync.client.credentials import Credentials, TokenCache, _message
-from fusionsync.errors import APIError, AuthError, FusionSyncError, NotFoundError, TransferError
+from fusionsync.client.credentials import Credentials, TokenCache
+from fusionsync.client.wire import Retryable, status_error
+from fusionsync.errors import APIError, AuthError, FusionSyncError, TransferError
+
+__all__ = ["Http", "Retryable", "parse_json"]
 
 log = logging.getLogger("fusionsync")
 T = TypeVar("T")
 NEXT_TOKEN = "x-jpmc-next-token"
-RETRY_STATUSES = {429, 500, 502, 503, 504}
-
-
-class Retryable(Exception):
-    """A failure worth another try (connection lost, 429, 5xx)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def status_error(status: int, what: str, body: bytes, headers: Any = None) -> Exception:
-    """The error for an HTTP status: Retryable for 429/5xx, else one of ours, naming ``what``."""
-    message = f"{what}: {_message(body)} (HTTP {status})"
-    if status in RETRY_STATUSES:
-        after = headers.get("Retry-After") if headers is not None else None
-        try:
-            delay = float(after) if after is not None else None
-        except ValueError:
-            delay = None
-        return Retryable(message, delay)
-    if status == 404:
-        return NotFoundError(f"{what} not found: {_message(body)}")
-    if status in (401, 403):
-        return AuthError(f"{what}: access refused ({_message(body)}, HTTP {status})")
-    return APIError(message, status)
 
 
 class Http:
@@ -68,7 +45,7 @@ class Http:
         self.max_backoff = max_backoff
         self.retry_budget = retry_budget
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self.proxy = creds.proxies.get("https") or creds.proxies.get("http") or None
+        self.proxy = self.tokens.proxy(self.root_url)
         self._session: aiohttp.ClientSession | None = None
 
     def url(self, path: str) -> str:
@@ -89,6 +66,8 @@ class Http:
     async def auth_headers(self, path: str) -> dict[str, str]:
         session = await self.session()
         headers = {"Authorization": f"Bearer {await self.tokens.api_token(session)}"}
+        if self.tokens.creds.fusion_e2e:
+            headers["fusion-e2e"] = self.tokens.creds.fusion_e2e
         parts = path.split("?")[0].split("/")
         if "distributions" in parts and len(parts) > 2 and parts[1] == "datasets":
             catalog, dataset = parts[0], parts[2]
