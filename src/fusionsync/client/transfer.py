@@ -3,7 +3,7 @@
 A download goes to a hidden temporary file next to its destination: ranges are fetched in
 parallel and written at their offsets while a thread hashes the completed prefix, so the
 bytes are read from the network once, hashed once, and memory holds only a few chunks.
-Only a file whose SHA-256 matches the server's ``x-jpmc-checksum`` is renamed into place.
+Only a file that matches the server's ``x-jpmc-checksum`` is renamed into place.
 An upload reads the file once: each 5 MiB part is hashed and sent (several at a time), and
 the whole-file fsync digest is derived from the part digests.
 """
@@ -23,6 +23,7 @@ from typing import Any
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
 from fusionsync.catalog.layout import TEMP_MARK
 from fusionsync.client.http import Http, Retryable, parse_json
+from fusionsync.client.verify import Expected, Verifier
 from fusionsync.errors import APIError, ChecksumError
 
 CHUNK = 2**20
@@ -33,6 +34,7 @@ HASH_BLOCK = 8 * 2**20
 class RemoteFile:
     size: int
     checksum: str | None
+    algorithm: str | None
 
 
 async def gather_or_cancel(coros: list[Coroutine[Any, Any, None]]) -> None:
@@ -58,16 +60,16 @@ async def head(http: Http, path: str) -> RemoteFile:
         size = int(headers["Content-Length"])
     except (KeyError, ValueError) as exc:
         raise APIError(f"distribution {path}: the server gave no Content-Length") from exc
-    return RemoteFile(size, headers.get("x-jpmc-checksum"))
+    return RemoteFile(size, headers.get("x-jpmc-checksum"), headers.get("x-jpmc-checksum-algorithm"))
 
 
 class _PrefixHasher:
     """Hashes a file being written out of order, as its prefix becomes complete (in a thread)."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, verifier: Verifier) -> None:
         self._fd = fd
         self._size = size
-        self._sha = hashlib.sha256()
+        self._verifier = verifier
         self._hashed = 0
         self._ready: list[tuple[int, int]] = []  # completed spans not yet hashed, (start, end)
         self._wake = asyncio.Event()
@@ -91,7 +93,7 @@ class _PrefixHasher:
             if upto > self._hashed:
                 await loop.run_in_executor(None, self._hash, self._hashed, upto)
                 self._hashed = upto
-        return b64(self._sha.digest())
+        return self._verifier.result()
 
     def _hash(self, start: int, end: int) -> None:
         pos = start
@@ -99,18 +101,20 @@ class _PrefixHasher:
             block = os.pread(self._fd, min(HASH_BLOCK, end - pos), pos)
             if not block:
                 raise OSError(f"short read at {pos} while verifying")
-            self._sha.update(block)
+            self._verifier.update(block)
             pos += len(block)
 
 
 async def download(http: Http, path: str, dest: str, callback: Any, range_size: int, max_ranges: int) -> RemoteFile:
     """Fetch a distribution into ``dest`` atomically, verified against the server's checksum."""
     remote = await head(http, path)
+    headers = {"x-jpmc-checksum": remote.checksum, "x-jpmc-checksum-algorithm": remote.algorithm}
+    expected = Expected.from_headers(headers, f"distribution {path}")
     callback.set_size(remote.size)
     temp = temp_path_for(dest)
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        hasher = _PrefixHasher(fd, remote.size)
+        hasher = _PrefixHasher(fd, remote.size, expected.verifier())
         hashing = asyncio.ensure_future(hasher.run())
         try:
             spans = [(s, min(s + range_size, remote.size)) for s in range(0, remote.size, range_size)]
@@ -129,10 +133,10 @@ async def download(http: Http, path: str, dest: str, callback: Any, range_size: 
             hashing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await hashing
-        if remote.checksum is not None and checksum != remote.checksum:
+        if checksum != expected.value:
             raise ChecksumError(
-                f"download of {path} does not match its checksum (got {checksum}, expected {remote.checksum}); "
-                "nothing was written"
+                f"download of {path} does not match its checksum (got {expected.algorithm} {checksum}, "
+                f"expected {expected.value}); nothing was written"
             )
         os.close(fd)
         fd = -1
