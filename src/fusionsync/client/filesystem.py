@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +23,9 @@ from fsspec.callbacks import DEFAULT_CALLBACK
 
 from fusionsync.client import transfer
 from fusionsync.client.credentials import DEFAULT_ROOT_URL, Credentials, load_credentials
+from fusionsync.client.files import FusionFile
 from fusionsync.client.http import Http
-from fusionsync.errors import APIError, ChecksumError, UsageError
+from fusionsync.errors import APIError, ChecksumError, NotFoundError, UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,8 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
     ``credentials``: a ``client_credentials.json`` path, a dict of its fields, or credentials
     objects (ours or the SDK's). ``root_url`` overrides the file's (for a self-hosted server).
     ``max_ranges`` bounds the parallel range requests of one download, ``max_parts`` the
-    parallel parts of one upload.
+    parallel parts of one upload. Created with ``asynchronous=True`` (inside a running loop),
+    close it with ``await fs._close()`` or use it as ``async with``.
     """
 
     protocol = "fusion"
@@ -81,6 +85,16 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         """Close the connection pool (also done when the filesystem is garbage collected)."""
         _close(self.loop, self.http)
 
+    async def _close(self) -> None:
+        """Close the connection pool from the loop that uses it (``asynchronous=True``)."""
+        await self.http.close()
+
+    async def __aenter__(self) -> FusionFileSystem:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
     @classmethod
     def _strip_protocol(cls, path: Any) -> str:
         text = str(path)
@@ -105,13 +119,36 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
                     "size": item.get("size") if files else 0,
                 }
                 entries.append(entry)
+            if files:
+                await self._fill_sizes(path, entries)
         return entries if detail else [e["name"] for e in entries]
+
+    async def _fill_sizes(self, path: str, entries: list[dict[str, Any]]) -> None:
+        """Sizes a distribution listing left out: from the change listing, else from HEAD."""
+        missing = [e for e in entries if not isinstance(e["size"], int) or isinstance(e["size"], bool)]
+        if not missing:
+            return
+        parts = path.split("/")  # CATALOG/datasets/D/datasetseries/S/distributions
+        if len(parts) == 6 and parts[1] == "datasets" and parts[3] == "datasetseries":
+            known = {(d.series, d.format): d.size for d in await self._changes(parts[0], parts[2])}
+            for entry in missing:
+                entry["size"] = known.get((parts[4], entry["name"].rsplit("/", 1)[1]))
+        heads = [e for e in missing if e["size"] is None]
+        sizes = await asyncio.gather(*(transfer.head(self.http, e["name"]) for e in heads))
+        for entry, remote in zip(heads, sizes, strict=True):
+            entry["size"] = remote.size
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
         if is_distribution(path):
             remote = await transfer.head(self.http, path)
-            return {"name": path, "type": "file", "size": remote.size, "checksum": remote.checksum}
+            return {
+                "name": path,
+                "type": "file",
+                "size": remote.size,
+                "checksum": remote.checksum,
+                "checksum_algorithm": remote.algorithm,
+            }
         if not path or path.endswith(("/datasets", "/products", "/datasetseries", "/distributions")):
             await self.http.collection(path, _what(path))
             return {"name": path, "type": "directory", "size": 0}
@@ -128,18 +165,23 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return json.dumps({**first, "resources": items}).encode()
         params = None
         if start is not None or end is not None:
-            size = (await transfer.head(self.http, path)).size
-            first_byte = (start or 0) if (start or 0) >= 0 else max(0, size + (start or 0))
-            last = size if end is None else (end if end >= 0 else size + end)
+            first_byte, last = start or 0, end
+            if first_byte < 0 or last is None or last < 0:  # relative to the end: the size is needed
+                size = (await transfer.head(self.http, path)).size
+                first_byte = first_byte if first_byte >= 0 else max(0, size + first_byte)
+                last = size if last is None else (last if last >= 0 else size + last)
             if last <= first_byte:
                 return b""
             params = {"downloadRange": f"bytes={first_byte}-{last - 1}"}
-        body, _ = await self.http.call("GET", path + "/operationType/download", _what(path), params=params)
+        try:
+            body, _ = await self.http.call("GET", path + "/operationType/download", _what(path), params=params)
+        except APIError as exc:
+            if exc.status == 416:  # a range that starts past the end, as fsspec reads it: nothing
+                return b""
+            raise
         return body
 
     async def _exists(self, path: str, **kwargs: Any) -> bool:
-        from fusionsync.errors import NotFoundError
-
         try:
             await self._info(path)
             return True
@@ -150,7 +192,7 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         path = self._strip_protocol(path)
         await self.http.call("DELETE", path, _what(path))
 
-    async def _dataset_changes(self, catalog: str, dataset: str) -> list[RemoteDistribution]:
+    async def _changes(self, catalog: str, dataset: str) -> list[RemoteDistribution]:
         """Every distribution of a dataset, with size and fsync digest (the change listing)."""
         what = f"change listing of dataset {dataset!r}"
         data = await self.http.json(f"{catalog}/datasets/changes", what, params={"datasets": dataset})
@@ -177,27 +219,54 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     async def _is_raw(self, catalog: str, dataset: str) -> bool:
         meta = await self.http.json(f"{catalog}/datasets/{dataset}", f"dataset {dataset!r}")
-        value = meta.get("isRawData", False) if isinstance(meta, dict) else False
+        if not isinstance(meta, dict):
+            raise APIError(f"dataset {dataset!r}: the answer is not a JSON object, so 'isRawData' cannot be read")
+        value = meta.get("isRawData", False)
         if not isinstance(value, bool):
             raise APIError(f"dataset {dataset!r}: 'isRawData' is not true or false")
         return value
 
-    dataset_changes = sync_wrapper(_dataset_changes)
+    _dataset_changes = _changes
+    changes = dataset_changes = sync_wrapper(_changes)
     product_datasets = sync_wrapper(_product_datasets)
     is_raw = sync_wrapper(_is_raw)
 
     # -- transfers -------------------------------------------------------------------------
-    async def _get_file(self, rpath: str, lpath: str, callback: Any = DEFAULT_CALLBACK, **kwargs: Any) -> None:
-        """Download a distribution to a local path: parallel ranges, verified, atomic."""
+    async def _get_file(self, rpath: str, lpath: Any, callback: Any = DEFAULT_CALLBACK, **kwargs: Any) -> None:
+        """Download a distribution to a local path: parallel ranges, verified, atomic.
+
+        ``lpath`` may also be an open binary file of any fsspec filesystem (``memory://``,
+        ``s3://`` …): the download is verified in a local temporary file, then copied into it.
+        """
         rpath = self._strip_protocol(rpath)
+        local = isinstance(lpath, str | os.PathLike)
         if not is_distribution(rpath):
-            raise UsageError(f"{rpath} is not a distribution")
+            if not local:
+                raise UsageError(f"{rpath} is not a distribution")
+            os.makedirs(lpath, exist_ok=True)  # a folder of a recursive get
+            return
+        if not local:
+            await self._get_into(rpath, lpath, callback)
+            return
+        lpath = os.fspath(lpath)
+        if os.path.dirname(lpath):
+            os.makedirs(os.path.dirname(lpath), exist_ok=True)
         try:
             await transfer.download(self.http, rpath, lpath, callback, self.range_size, self.max_ranges)
         except ChecksumError as exc:  # bytes damaged in transit: one more try before giving up
             log.warning("%s; downloading it again", exc)
             callback.absolute_update(0)
             await transfer.download(self.http, rpath, lpath, callback, self.range_size, self.max_ranges)
+
+    async def _get_into(self, rpath: str, outfile: Any, callback: Any) -> None:
+        folder = tempfile.mkdtemp(prefix="fusionsync-")
+        try:
+            local = os.path.join(folder, "download")
+            await self._get_file(rpath, local, callback=callback)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, _copy_into, local, outfile)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def _put_file(
         self,
@@ -243,6 +312,26 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         import io
 
         await self._put_file(io.BytesIO(value), path, **kwargs)
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> FusionFile:
+        """A distribution as a file: read with ranged GETs, or written to a spool and uploaded on close."""
+        path = self._strip_protocol(path)
+        if not is_distribution(path):
+            raise UsageError(f"{path} is not a distribution, so it cannot be opened as a file")
+        return FusionFile(self, path, mode, block_size or "default", cache_options=cache_options, **kwargs)
+
+
+def _copy_into(local: str, outfile: Any) -> None:
+    with open(local, "rb") as src:
+        shutil.copyfileobj(src, outfile, 2**20)
 
 
 def _close(loop: asyncio.AbstractEventLoop, http: Http) -> None:
