@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,8 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
     ``credentials``: a ``client_credentials.json`` path, a dict of its fields, or credentials
     objects (ours or the SDK's). ``root_url`` overrides the file's (for a self-hosted server).
     ``max_ranges`` bounds the parallel range requests of one download, ``max_parts`` the
-    parallel parts of one upload. Created with ``asynchronous=True`` (inside a running loop),
+    parallel parts of one upload; ``retries`` and ``read_timeout`` (seconds without a byte)
+    apply to every request. Created with ``asynchronous=True`` (inside a running loop),
     close it with ``await fs._close()`` or use it as ``async with``.
     """
 
@@ -70,11 +72,13 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         max_ranges: int = 8,
         max_parts: int = 8,
         retries: int = 5,
+        read_timeout: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         creds: Credentials = load_credentials(credentials)
-        self.http = Http(creds, root_url or creds.root_url or DEFAULT_ROOT_URL, retries=retries)
+        root = root_url or creds.root_url or DEFAULT_ROOT_URL
+        self.http = Http(creds, root, retries=retries, read_timeout=read_timeout)
         self.range_size = range_size
         self.max_ranges = max_ranges
         self.max_parts = max_parts
@@ -301,12 +305,14 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 os.close(fd)
             return
         size = lpath.seek(0, 2)
+        position = threading.Lock()
 
-        def read_at(offset: int, length: int) -> bytes:  # one part at a time: the file has one position
-            lpath.seek(offset)
-            return bytes(lpath.read(length))
+        def read_at(offset: int, length: int) -> bytes:  # reads take turns (one file position); sends overlap
+            with position:
+                lpath.seek(offset)
+                return bytes(lpath.read(length))
 
-        await transfer.upload(self.http, rpath, read_at, size, callback, 1, from_date, to_date, file_name)
+        await transfer.upload(self.http, rpath, read_at, size, callback, self.max_parts, from_date, to_date, file_name)
 
     async def _pipe_file(self, path: str, value: bytes, **kwargs: Any) -> None:
         import io
