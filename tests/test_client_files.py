@@ -154,3 +154,12 @@ def test_asynchronous_use_inside_a_running_loop(server: RunningServer, tmp_path:
     asyncio.run(main())
     for series, data in payloads.items():
         assert (tmp_path / f"{series}.out").read_bytes() == data
+
+
+def test_missing_resources_are_file_not_found_for_fsspec(fs: FusionFileSystem) -> None:
+    missing = "cat/datasets/D/datasetseries/20991231/distributions/csv"
+    assert not fs.isdir("cat/datasets/NOPE") and not fs.isfile(missing) and not fs.exists(missing)
+    with pytest.raises(FileNotFoundError, match="20991231"):
+        fs.info(missing)
+    with pytest.raises(FileNotFoundError, match="NOPE"):
+        fs.ls("cat/datasets/NOPE/datasetseries")

@@ -24,8 +24,14 @@ class AuthError(FusionSyncError):
     """The server refused our token (HTTP 401/403)."""
 
 
-class NotFoundError(FusionSyncError):
-    """A catalog, dataset, series member or distribution does not exist (HTTP 404)."""
+class NotFoundError(FusionSyncError, FileNotFoundError):
+    """A catalog, dataset, series member or distribution does not exist (HTTP 404).
+
+    Also a ``FileNotFoundError``, which is what fsspec (``isdir``, ``exists``, ``find``…) expects.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
 
 
 class APIError(FusionSyncError):

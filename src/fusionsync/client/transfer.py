@@ -156,6 +156,8 @@ async def _fetch(http: Http, path: str, fd: int, start: int, end: int, callback:
     pos = start
     try:
         async with http.stream("GET", path + "/operationType/download", f"download of {path}", params=params) as resp:
+            if params and resp.status == 200 and resp.content_length == size != end - start:
+                raise APIError(f"download of {path}: the server ignores downloadRange (it sent the whole file)")
             async for chunk in resp.content.iter_chunked(CHUNK):
                 if pos + len(chunk) > end:
                     raise Retryable(f"download of {path}: the server sent more bytes than asked for")
