@@ -163,3 +163,17 @@ def test_missing_resources_are_file_not_found_for_fsspec(fs: FusionFileSystem) -
         fs.info(missing)
     with pytest.raises(FileNotFoundError, match="NOPE"):
         fs.ls("cat/datasets/NOPE/datasetseries")
+
+
+def test_an_asynchronous_filesystem_serves_one_loop_after_another(server: RunningServer) -> None:
+    server.create_dataset("cat", "D")
+    server.upload("cat", "D", "20240101", "csv", b"twice")
+    afs = FusionFileSystem(credentials=str(server.credentials_file), asynchronous=True)
+
+    async def read() -> bytes:
+        async with afs:
+            data: bytes = await afs._cat_file(DIST)
+            return data
+
+    assert asyncio.run(read()) == b"twice"
+    assert asyncio.run(read()) == b"twice"  # a new pool and new token locks for the new loop

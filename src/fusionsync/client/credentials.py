@@ -155,6 +155,11 @@ class TokenCache:
         self._lock = asyncio.Lock()
         self._fusion_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
+    def rebind(self) -> None:
+        """New locks for a new event loop (an asyncio lock belongs to the loop that first used it)."""
+        self._lock = asyncio.Lock()
+        self._fusion_locks = {}
+
     def proxy(self, url: str) -> str | None:
         """The proxy for ``url``, chosen by its scheme as ``requests`` does (``all`` for any)."""
         scheme = url.split("://", 1)[0].lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -47,16 +48,26 @@ class Http:
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self.proxy = self.tokens.proxy(self.root_url)
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def url(self, path: str) -> str:
         return f"{self.root_url}catalogs/{path}" if path else f"{self.root_url}catalogs/"
 
     async def session(self) -> aiohttp.ClientSession:
+        """The connection pool, made on first use in the running loop (again if the loop changed)."""
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is not loop:  # e.g. asynchronous=True across asyncio.run()s
+            if not self._session.closed and self._session.connector is not None:
+                with contextlib.suppress(Exception):
+                    self._session.connector._close()
+            self._session = None
+            self.tokens.rebind()
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=128, limit_per_host=128, keepalive_timeout=60)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, headers={"Accept-Encoding": "identity"}
             )
+            self._loop = loop
         return self._session
 
     async def close(self) -> None:
