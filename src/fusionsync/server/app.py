@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from fusionsync.catalog.names import identifier_problem
 from fusionsync.server import routes_data, routes_meta
@@ -74,7 +75,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        answer = error_response(exc.status, exc.reason)
+        if hdrs.ALLOW in exc.headers:  # a 405 names the methods the resource has
+            answer.headers[hdrs.ALLOW] = exc.headers[hdrs.ALLOW]
+        return answer
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -85,7 +89,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def token_endpoint(request: web.Request) -> web.Response:
     """OAuth2 client-credentials grant: form ``grant_type, client_id, client_secret[, aud]``."""
     st = request.app[STATE]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body, or bytes that are not text
+        return json_response({"error": "invalid_request", "message": f"unreadable form: {exc}"}, 400)
     grant = form.get("grant_type")
     if grant != "client_credentials":
         return json_response({"error": "unsupported_grant_type", "message": f"grant_type {grant!r}"}, 400)
@@ -110,6 +117,9 @@ def make_app(config: ServerConfig) -> web.Application:
     blobs = BlobStore(config.root)
     clients = config.clients if config.clients is not None else ensure_client(config.root)
     tokens = TokenAuthority(load_key(config.root), clients, config.token_ttl)
+    for op_id in meta.operation_ids():
+        if not blobs.operation_temp(op_id).exists():  # completed, but the crash came before it was forgotten
+            meta.end_operation(op_id)
     swept = blobs.sweep(meta.all_blobs(), meta.operation_ids())
     if swept:
         log.info("removed %d orphaned blobs and temporaries", swept)

@@ -31,6 +31,11 @@ def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _raw(text: str) -> bytes:
+    """Text from a request as bytes, whatever it holds (non-ASCII, lone surrogates)."""
+    return text.encode("utf-8", errors="surrogatepass")
+
+
 def load_key(root: Path) -> bytes:
     """The signing key stored in ``root/server.key``, created on first use."""
     path = root / "server.key"
@@ -66,9 +71,9 @@ class TokenAuthority:
         """Whether the client id and secret match a configured client (constant time)."""
         expected = self.clients.get(client_id)
         if expected is None:
-            hmac.compare_digest(client_secret, client_secret)
+            hmac.compare_digest(_raw(client_secret), _raw(client_secret))
             return False
-        return hmac.compare_digest(expected.encode(), client_secret.encode())
+        return hmac.compare_digest(_raw(expected), _raw(client_secret))
 
     def issue(self, subject: str, kind: str, scope: str = "") -> str:
         claims = {"sub": subject, "typ": kind, "scp": scope, "exp": time.time() + self.ttl}
@@ -76,12 +81,12 @@ class TokenAuthority:
         return f"{body}.{self._sign(body)}"
 
     def _sign(self, body: str) -> str:
-        return _b64e(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
+        return _b64e(hmac.new(self._key, _raw(body), hashlib.sha256).digest())
 
     def verify(self, token: str, kind: str, scope: str = "") -> Claims | None:
         """The token's claims if it is genuine, unexpired, of ``kind`` and for ``scope``."""
         body, _, sig = token.partition(".")
-        if not body or not sig or not hmac.compare_digest(self._sign(body), sig):
+        if not body or not sig or not hmac.compare_digest(_raw(self._sign(body)), _raw(sig)):
             return None
         try:
             raw = json.loads(_b64d(body))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -42,7 +41,10 @@ class State:
     meta: MetaStore
     blobs: BlobStore
     tokens: TokenAuthority
-    locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    receiving: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    """The parts of each multipart upload whose bytes are arriving now."""
+    completing: set[str] = field(default_factory=set)
+    """The multipart uploads being completed (their parts may no longer change)."""
 
 
 STATE = web.AppKey("state", State)
@@ -91,13 +93,17 @@ def check_body_identifier(value: Any, kind: str) -> str:
     return value
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (400 when it is anything else)."""
     if not request.can_read_body:
         return {}
     try:
-        data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(await request.read(), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
@@ -108,18 +114,19 @@ def paged(request: web.Request, items: list[dict[str, Any]], extra: dict[str, An
     """Answer one page of a collection, with ``x-jpmc-next-token`` when more follow."""
     size = state(request).config.page_size
     token = request.headers.get(NEXT_TOKEN)
-    start = 0
-    if token:
-        try:
-            start = int(token)
-        except ValueError:
-            start = -1
-        if start < 0 or start > len(items):
-            raise ApiError(400, f"invalid {NEXT_TOKEN} {token!r}")
+    start = 0 if token is None else whole_number(token, f"invalid {NEXT_TOKEN} {token!r}")
+    # A start past the end (the collection shrank between two pages) is an empty last page.
     body: dict[str, Any] = dict(extra or {})
     body["resources"] = items[start : start + size]
     headers = {NEXT_TOKEN: str(start + size)} if start + size < len(items) else None
     return json_response(body, headers=headers)
+
+
+def whole_number(text: str, problem: str, digits: int = 18) -> int:
+    """``text`` as a number written with ASCII digits only (400 with ``problem`` otherwise)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= digits):
+        raise ApiError(400, problem)
+    return int(text)
 
 
 def require_catalog(request: web.Request) -> str:

@@ -18,6 +18,7 @@ from fusionsync.server.blobs import BlobWriter
 from fusionsync.server.common import (
     ApiError,
     State,
+    check_body_identifier,
     ident,
     json_body,
     json_response,
@@ -25,6 +26,7 @@ from fusionsync.server.common import (
     require_dataset,
     require_series,
     state,
+    whole_number,
 )
 from fusionsync.server.meta import Distribution, Part, now_iso
 
@@ -33,7 +35,7 @@ DIST = "/api/v1/catalogs/{catalog}/datasets/{dataset}/datasetseries/{series}/dis
 FLUSH_BYTES = 2**20
 MAX_PARTS = 10_000
 MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "parquet": "application/parquet"}
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=[0-9]*-[0-9]*")
 
 
 def distribution_file_name(dist: Distribution) -> str:
@@ -130,7 +132,7 @@ def _file_response(request: web.Request, dist: Distribution) -> web.StreamRespon
     wanted = request.query.get("downloadRange")
     if wanted is None:
         return web.FileResponse(path, headers=headers)
-    if not _RANGE.match(wanted):
+    if not _RANGE.fullmatch(wanted):
         raise ApiError(400, f"downloadRange {wanted!r} is not of the form bytes=first-last")
     return _RangedFileResponse(path, wanted, headers)
 
@@ -153,6 +155,9 @@ class _RangedFileResponse(web.FileResponse):
 
 def _upload_target(request: web.Request) -> tuple[str, str, str, str]:
     catalog, dataset = require_dataset(request)
+    name = request.headers.get("File-Name")
+    if name is not None:  # the name clients will save the file under: a safe file name or none
+        check_body_identifier(name, "File-Name")
     return catalog, dataset, ident(request, "series", "series member"), ident(request, "format")
 
 
@@ -262,26 +267,38 @@ async def multipart(request: web.Request) -> web.Response:
 
 
 async def _upload_part(request: web.Request, op_id: str) -> web.Response:
-    try:
-        number = int(request.query["partNumber"])
-    except ValueError:
-        number = 0
+    problem = f"partNumber must be a whole number from 1 to {MAX_PARTS}"
+    number = whole_number(request.query["partNumber"], problem, digits=len(str(MAX_PARTS)))
     if not 1 <= number <= MAX_PARTS:
-        raise ApiError(400, f"partNumber must be a whole number from 1 to {MAX_PARTS}")
+        raise ApiError(400, problem)
     expected = _expected_digest(request)
     st = state(request)
-    async with st.locks[f"{op_id}/{number}"]:
+    if op_id in st.completing:
+        raise ApiError(409, f"upload operation {op_id!r} is being completed")
+    if number in st.receiving.get(op_id, ()):
+        raise ApiError(409, f"part {number} of upload operation {op_id!r} is already being received")
+    try:
         writer = BlobWriter(st.blobs.operation_temp(op_id), offset=(number - 1) * PART_SIZE, create=False)
+    except FileNotFoundError as exc:
+        raise ApiError(404, f"upload operation {op_id!r} not found") from exc
+    receiving = st.receiving[op_id]
+    receiving.add(number)
+    try:
+        # The part's bytes are being overwritten: it is not to be trusted until they are in and verified,
+        # whatever happens meanwhile (a body too large, a dropped connection, a crash).
+        st.meta.put_part(op_id, Part(number, "", -1, "incomplete"))
         try:
             size = await _receive(request.content, writer, PART_SIZE)
         finally:
             writer.close()
         digest = writer.hasher.checksum()
         if digest != expected:
-            st.meta.put_part(op_id, Part(number, "", -1, "mismatch"))
             raise ApiError(400, f"digest mismatch in part {number}: the body hashes to {digest}, expected {expected}")
         st.meta.put_part(op_id, Part(number, "", size, digest))
-    st.locks.pop(f"{op_id}/{number}", None)
+    finally:
+        receiving.discard(number)
+        if not receiving:
+            st.receiving.pop(op_id, None)
     return json_response({"operationId": op_id, "partNumber": number, "size": size, "digest": digest})
 
 
@@ -289,24 +306,36 @@ async def _complete(request: web.Request, op_id: str, target: tuple[str, str, st
     body = await json_body(request)
     expected = _expected_digest(request)
     st = state(request)
-    async with st.locks[op_id]:
-        parts = st.meta.parts(op_id)
-        _check_parts(parts, body)
-        raw = [base64.b64decode(p.digest) for p in parts]
-        digest = parts[0].digest if len(parts) == 1 else b64(hashlib.sha256(b"".join(raw)).digest())
-        temp = st.blobs.operation_temp(op_id)
-        if digest != expected:
-            st.meta.end_operation(op_id)
-            temp.unlink(missing_ok=True)
-            raise ApiError(400, f"digest mismatch: the parts hash to {digest}, the Digest header says {expected}")
-        size = sum(p.size for p in parts)
-        loop = asyncio.get_running_loop()
-        checksum = await loop.run_in_executor(None, _sha256_file, temp, size)
-        blob = await loop.run_in_executor(None, st.blobs.commit, temp, size)
-        st.meta.end_operation(op_id)
-        meta = _store(st, target, blob, size, (digest, checksum), request)
-    st.locks.pop(op_id, None)
+    if op_id in st.completing:
+        raise ApiError(409, f"upload operation {op_id!r} is already being completed")
+    if st.receiving.get(op_id):
+        raise ApiError(409, f"parts {sorted(st.receiving[op_id])} of upload operation {op_id!r} are still arriving")
+    st.completing.add(op_id)  # from here on no part may change the bytes being committed
+    try:
+        meta = await _commit_operation(st, op_id, target, body, expected, request)
+    finally:
+        st.completing.discard(op_id)
     return json_response(meta)
+
+
+async def _commit_operation(
+    st: State, op_id: str, target: tuple[str, str, str, str], body: dict[str, Any], expected: str, request: web.Request
+) -> dict[str, Any]:
+    parts = st.meta.parts(op_id)
+    _check_parts(parts, body)
+    raw = [base64.b64decode(p.digest) for p in parts]
+    digest = parts[0].digest if len(parts) == 1 else b64(hashlib.sha256(b"".join(raw)).digest())
+    temp = st.blobs.operation_temp(op_id)
+    if digest != expected:
+        st.meta.end_operation(op_id)
+        temp.unlink(missing_ok=True)
+        raise ApiError(400, f"digest mismatch: the parts hash to {digest}, the Digest header says {expected}")
+    size = sum(p.size for p in parts)
+    loop = asyncio.get_running_loop()
+    checksum = await loop.run_in_executor(None, _sha256_file, temp, size)
+    blob = await loop.run_in_executor(None, st.blobs.commit, temp, size)
+    st.meta.end_operation(op_id)
+    return _store(st, target, blob, size, (digest, checksum), request)
 
 
 def _check_parts(parts: list[Part], body: dict[str, Any]) -> None:
@@ -316,7 +345,7 @@ def _check_parts(parts: list[Part], body: dict[str, Any]) -> None:
         if part.number != i:
             raise ApiError(400, f"part {i} is missing")
         if part.size < 0:
-            raise ApiError(400, f"part {i} failed its digest check; send it again")
+            raise ApiError(400, f"part {i} was not received whole (digest mismatch or interrupted); send it again")
         if i < len(parts) and part.size != PART_SIZE:
             raise ApiError(400, f"part {i} has {part.size} bytes; every part but the last must have {PART_SIZE}")
     listed = body.get("parts")

@@ -183,13 +183,12 @@ def _as_seen(meta: dict[str, Any]) -> dict[str, Any]:
 async def changes(request: web.Request) -> web.Response:
     """The change listing: every distribution of the named datasets with size and digest."""
     catalog = require_catalog(request)
-    wanted = [d for d in request.query.get("datasets", "").split(",") if d]
-    if not wanted:
+    if not request.query.get("datasets"):
         raise ApiError(400, "query parameter 'datasets' is required")
+    wanted = [check_body_identifier(d, "dataset") for d in request.query["datasets"].split(",")]
     store = state(request).meta
     out = []
     for dataset in wanted:
-        check_body_identifier(dataset, "dataset")
         modified = store.dataset_modified(catalog, dataset)
         if modified is None:
             raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
@@ -233,9 +232,7 @@ async def get_dataset(request: web.Request) -> web.Response:
 @routes.put("/api/v1/catalogs/{catalog}/datasets/{dataset}")
 async def put_dataset(request: web.Request) -> web.Response:
     catalog = require_catalog(request)
-    dataset = ident(request, "dataset")
-    if dataset in RESERVED_DATASETS:
-        raise ApiError(400, f"dataset identifier {dataset!r} is reserved")
+    dataset = _unreserved_dataset(request)
     body = await json_body(request)
     if "isRawData" in body and not isinstance(body["isRawData"], bool):
         raise ApiError(400, "'isRawData' must be true or false")
@@ -248,8 +245,18 @@ async def put_dataset(request: web.Request) -> web.Response:
     return json_response(meta, status=201 if existing is None else 200)
 
 
+def _unreserved_dataset(request: web.Request) -> str:
+    """The dataset of the URL, which must not be ``changes``: that URL is the change listing's (GET only)."""
+    dataset = ident(request, "dataset")
+    if dataset in RESERVED_DATASETS:
+        reason = f"dataset identifier {dataset!r} is reserved"
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"], reason=reason)
+    return dataset
+
+
 @routes.delete("/api/v1/catalogs/{catalog}/datasets/{dataset}")
 async def delete_dataset(request: web.Request) -> web.Response:
+    _unreserved_dataset(request)
     catalog, dataset = require_dataset(request)
     st = state(request)
     for blob in st.meta.delete_dataset(catalog, dataset) or []:
