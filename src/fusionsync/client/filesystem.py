@@ -365,8 +365,14 @@ def _identifier(item: Any, where: str) -> str:
 
 
 def _key_parts(key: str, dataset: str) -> tuple[str, str]:
-    """``D/20240101/distribution.csv`` → (``20240101``, ``csv``)."""
+    """``D/20240101/distribution.csv`` → (``20240101``, ``csv``).
+
+    A key of another shape comes back whole as the series, which the sync then refuses as an
+    unsafe name (with a warning) instead of failing the whole listing.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"distribution key {key!r} is not a string")
     parts = key.split("/")
-    if len(parts) != 3 or parts[0] != dataset or "." not in parts[2]:
-        raise ValueError(f"distribution key {key!r} is not {dataset}/SERIES/distribution.FORMAT")
+    if len(parts) != 3 or parts[0] != dataset or not parts[2].startswith("distribution."):
+        return key, ""
     return parts[1], parts[2].split(".", 1)[1]

@@ -76,12 +76,20 @@ def root_id(fs_local: Any, root: str) -> str:
     return f"{protocol}://{root}"
 
 
-async def remote_state(fs_fusion: Any, opts: Options) -> dict[DistKey, RemoteEntry]:
-    """Every distribution of the selected datasets, from the change listing (one call per dataset)."""
+async def remote_state(fs_fusion: Any, opts: Options, warnings: list[str]) -> dict[DistKey, RemoteEntry]:
+    """Every distribution of the selected datasets, from the change listing (one call per dataset).
+
+    A distribution whose series or format is not a safe path segment is skipped with a warning:
+    nothing the server says can make a sync write outside its folder.
+    """
     listings = await asyncio.gather(*(fs_fusion._dataset_changes(opts.catalog, d) for d in opts.datasets))
     state: dict[DistKey, RemoteEntry] = {}
     for dataset, listing in zip(opts.datasets, listings, strict=True):
         for dist in listing:
+            problem = identifier_problem(dist.series) or identifier_problem(dist.format)
+            if problem is not None:
+                warnings.append(f"dataset {dataset}: skipped distribution {dist.series!r}/{dist.format!r}: {problem}")
+                continue
             if opts.dataset_format and dist.format != opts.dataset_format:
                 continue
             key = DistKey(opts.catalog, dataset, dist.series, dist.format)
@@ -103,12 +111,14 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
             return None
         return key
 
+    remote_warnings: list[str] = []
+
     async def survey() -> tuple[Any, dict[DistKey, RemoteEntry]]:
         raw_flags = await asyncio.gather(*(fs_fusion._is_raw(opts.catalog, d) for d in opts.datasets))
         raw.update({(opts.catalog, d): flag for d, flag in zip(opts.datasets, raw_flags, strict=True)})
         subdirs = [f"{opts.catalog}/{d}" for d in opts.datasets]
         scanned, remote = await asyncio.gather(
-            scan_local(fs_local, root, subdirs, cache, key_of, pool), remote_state(fs_fusion, opts)
+            scan_local(fs_local, root, subdirs, cache, key_of, pool), remote_state(fs_fusion, opts, remote_warnings)
         )
         return scanned, remote
 
@@ -129,8 +139,8 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
         )
         report = SyncReport.from_plan(the_plan, opts.dry_run)
         report.hashed = local_scan.hashed
-        report.warnings.extend(local_scan.warnings)
-        for warning in local_scan.warnings:
+        report.warnings.extend(local_scan.warnings + remote_warnings)
+        for warning in local_scan.warnings + remote_warnings:
             log.warning(warning)
         if opts.max_delete is not None and len(the_plan.deletes) > opts.max_delete:
             raise UsageError(

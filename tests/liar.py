@@ -1,0 +1,81 @@
+"""A hostile or broken Fusion server on 127.0.0.1: it answers what a test tells it to."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import threading
+
+from aiohttp import web
+
+
+class LiarServer:
+    """Answers tokens, a dataset, its change listing (``changes``: raw bytes) and any download (``payload``)."""
+
+    def __init__(self, changes: bytes, dataset_meta: bytes = b'{"isRawData": false}', payload: bytes = b"evil") -> None:
+        self.changes = changes
+        self.dataset_meta = dataset_meta
+        self.payload = payload
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        base = f"http://127.0.0.1:{self.port}"
+        return {
+            "client_id": "x",
+            "client_secret": "y",
+            "auth_url": base + "/oauth2/token",
+            "root_url": base + "/api/v1/",
+        }
+
+    def __enter__(self) -> LiarServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        raw = lambda body: web.Response(body=body, content_type="application/json")  # noqa: E731
+
+        async def changes(request: web.Request) -> web.Response:
+            return raw(self.changes)
+
+        async def dataset(request: web.Request) -> web.Response:
+            return raw(self.dataset_meta)
+
+        async def download(request: web.Request) -> web.Response:
+            checksum = base64.b64encode(hashlib.sha256(self.payload).digest()).decode()
+            return web.Response(body=self.payload, headers={"x-jpmc-checksum": checksum})
+
+        async def give_token(request: web.Request) -> web.Response:
+            return web.json_response({"access_token": "t", "expires_in": 3600})
+
+        app.router.add_post("/oauth2/token", give_token)
+        app.router.add_get("/api/v1/catalogs/{c}/datasets/changes", changes)
+        app.router.add_get("/api/v1/catalogs/{c}/datasets/{d}/authorize/token", give_token)
+        app.router.add_get("/api/v1/catalogs/{c}/datasets/{d}", dataset)
+        app.router.add_get("/api/v1/{tail:.*}/operationType/download", download)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
