@@ -203,7 +203,8 @@ def test_two_syncs_on_one_folder_do_not_interleave(server: RunningServer, tmp_pa
     def is_download(method: str, path: str) -> bool:
         return method == "GET" and "/distributions/" in path
 
-    with Proxy(server.base, is_download, delay=1.0) as proxy:
+    # Each download is held 4 s: the second sync starts (it takes about a second) while the first holds the folder.
+    with Proxy(server.base, is_download, delay=4.0) as proxy:
         creds_file = tmp_path / "creds.json"
         creds_file.write_text(json.dumps(server.credentials() | {"root_url": proxy.base + "/api/v1/"}))
         root = tmp_path / "mirror"

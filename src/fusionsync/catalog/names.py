@@ -7,7 +7,10 @@ mirrors, so it must be a *safe path segment*: not empty, not ``.`` or ``..``, no
 
 from __future__ import annotations
 
+import re
+
 MAX_SEGMENT_BYTES = 255
+_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 class InvalidIdentifier(ValueError):
@@ -18,13 +21,16 @@ def identifier_problem(value: object) -> str | None:
     """Why ``value`` is not a safe identifier, or None when it is."""
     if not isinstance(value, str):
         return "must be a string"
+    ordinary = value.isascii() and 0 < len(value) <= MAX_SEGMENT_BYTES and value not in (".", "..")
+    if ordinary and _FORBIDDEN.search(value) is None:  # the common case, decided in one scan
+        return None
     if not value:
         return "must not be empty"
     if value in (".", ".."):
         return f"must not be {value!r}"
     if "/" in value or "\\" in value:
         return "must not contain '/' or '\\'"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _FORBIDDEN.search(value):
         return "must not contain NUL or control characters"
     if len(value.encode("utf-8", errors="surrogatepass")) > MAX_SEGMENT_BYTES:
         return f"must be at most {MAX_SEGMENT_BYTES} bytes long"

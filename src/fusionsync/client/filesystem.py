@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -255,12 +256,24 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         lpath = os.fspath(lpath)
         if os.path.dirname(lpath):
             os.makedirs(os.path.dirname(lpath), exist_ok=True)
+        await self._download(rpath, lpath, callback)
+
+    async def _download(
+        self, rpath: str, lpath: str, callback: Any = DEFAULT_CALLBACK, size_hint: int | None = None
+    ) -> os.stat_result:
+        """Download a distribution into an existing folder; return the stat of the file written.
+
+        ``size_hint`` is the size a listing announced: a small file then comes in one request.
+        """
+        fetch = functools.partial(
+            transfer.download, self.http, rpath, lpath, callback, self.range_size, self.max_ranges, size_hint
+        )
         try:
-            await transfer.download(self.http, rpath, lpath, callback, self.range_size, self.max_ranges)
+            return await fetch()
         except ChecksumError as exc:  # bytes damaged in transit: one more try before giving up
             log.warning("%s; downloading it again", exc)
             callback.absolute_update(0)
-            await transfer.download(self.http, rpath, lpath, callback, self.range_size, self.max_ranges)
+            return await fetch()
 
     async def _get_into(self, rpath: str, outfile: Any, callback: Any) -> None:
         folder = tempfile.mkdtemp(prefix="fusionsync-")

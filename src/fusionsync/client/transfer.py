@@ -28,6 +28,8 @@ from fusionsync.errors import APIError, ChecksumError
 
 CHUNK = 2**20
 HASH_BLOCK = 8 * 2**20
+SMALL_DOWNLOAD = 2**20
+"""Files up to this size (when a listing gave their size) come in one GET, hashed as they arrive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +107,16 @@ class _PrefixHasher:
             pos += len(block)
 
 
-async def download(http: Http, path: str, dest: str, callback: Any, range_size: int, max_ranges: int) -> RemoteFile:
-    """Fetch a distribution into ``dest`` atomically, verified against the server's checksum."""
+async def download(
+    http: Http, path: str, dest: str, callback: Any, range_size: int, max_ranges: int, size_hint: int | None = None
+) -> os.stat_result:
+    """Fetch a distribution into ``dest`` atomically, verified against the server's checksum.
+
+    ``size_hint`` (the size a listing gave) lets a small file come in one GET, without a HEAD first.
+    Returns the stat of the file now at ``dest``.
+    """
+    if size_hint is not None and size_hint <= SMALL_DOWNLOAD:
+        return await _download_small(http, path, dest, callback)
     remote = await head(http, path)
     headers = {"x-jpmc-checksum": remote.checksum, "x-jpmc-checksum-algorithm": remote.algorithm}
     expected = Expected.from_headers(headers, f"distribution {path}")
@@ -133,21 +143,72 @@ async def download(http: Http, path: str, dest: str, callback: Any, range_size: 
             hashing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await hashing
-        if checksum != expected.value:
-            raise ChecksumError(
-                f"download of {path} does not match its checksum (got {expected.algorithm} {checksum}, "
-                f"expected {expected.value}); nothing was written"
-            )
-        os.close(fd)
-        fd = -1
-        os.replace(temp, dest)
+        _check(path, expected, checksum)
+        return _commit(fd, temp, dest)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        _discard(fd, temp)
         raise
-    return remote
+
+
+def _commit(fd: int, temp: str, dest: str) -> os.stat_result:
+    """Close a verified temporary and rename it into place (its stat is the destination's)."""
+    st = os.fstat(fd)
+    os.close(fd)
+    os.replace(temp, dest)
+    return st
+
+
+def _discard(fd: int, temp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+
+
+async def _download_small(http: Http, path: str, dest: str, callback: Any) -> os.stat_result:
+    """One GET: the answer's headers carry the size and checksum, the body is hashed as it arrives."""
+    what = f"download of {path}"
+    temp = temp_path_for(dest)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+
+        async def attempt() -> tuple[Expected, str]:
+            os.ftruncate(fd, 0)
+            got = 0
+            try:
+                async with http.stream("GET", path + "/operationType/download", what) as resp:
+                    expected = Expected.from_headers(resp.headers, f"distribution {path}")
+                    size = resp.content_length
+                    if size is None:
+                        raise APIError(f"distribution {path}: the server gave no Content-Length")
+                    callback.set_size(size)
+                    verifier = expected.verifier()
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        _write_at(fd, chunk, got)
+                        verifier.update(chunk)
+                        got += len(chunk)
+                        callback.relative_update(len(chunk))
+                if got != size:
+                    raise Retryable(f"{what}: the connection closed after {got} of {size} bytes")
+                return expected, verifier.result()
+            except BaseException:
+                callback.relative_update(-got)
+                raise
+
+        expected, checksum = await http.retrying(what, attempt)
+        _check(path, expected, checksum)
+        return _commit(fd, temp, dest)
+    except BaseException:
+        _discard(fd, temp)
+        raise
+
+
+def _check(path: str, expected: Expected, checksum: str) -> None:
+    if checksum != expected.value:
+        raise ChecksumError(
+            f"download of {path} does not match its checksum (got {expected.algorithm} {checksum}, "
+            f"expected {expected.value}); nothing was written"
+        )
 
 
 async def _fetch(http: Http, path: str, fd: int, start: int, end: int, callback: Any, size: int) -> None:
@@ -161,7 +222,7 @@ async def _fetch(http: Http, path: str, fd: int, start: int, end: int, callback:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 if pos + len(chunk) > end:
                     raise Retryable(f"download of {path}: the server sent more bytes than asked for")
-                os.pwrite(fd, chunk, pos)
+                _write_at(fd, chunk, pos)
                 pos += len(chunk)
                 callback.relative_update(len(chunk))
         if pos != end:
@@ -169,6 +230,15 @@ async def _fetch(http: Http, path: str, fd: int, start: int, end: int, callback:
     except BaseException:
         callback.relative_update(start - pos)  # this range starts again from zero
         raise
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """All of ``data`` at ``offset``: a write may stop short (a nearly full disk, a file size limit),
+    and the next one then raises the reason (ENOSPC, EFBIG) instead of leaving a hole."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 class SlicedBody:

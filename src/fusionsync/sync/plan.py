@@ -100,7 +100,7 @@ def plan(
         actions = _plan_download(local, remote, flatten, delete, backup)
     else:
         actions = _plan_upload(local, remote, delete)
-    return Plan(direction, tuple(sorted(actions, key=lambda a: (a.key, a.path))))
+    return Plan(direction, tuple(sorted(actions, key=lambda a: a.path)))
 
 
 KEPT = "changed locally since the last sync; kept (give a backup folder to keep a copy and take the remote one)"
