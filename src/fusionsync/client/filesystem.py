@@ -313,6 +313,7 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
                     from_date,
                     to_date,
                     file_name,
+                    local_reader=True,
                 )
             finally:
                 os.close(fd)

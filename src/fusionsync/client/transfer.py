@@ -29,7 +29,8 @@ from fusionsync.errors import APIError, ChecksumError
 CHUNK = 2**20
 HASH_BLOCK = 8 * 2**20
 SMALL_DOWNLOAD = 2**20
-"""Files up to this size (when a listing gave their size) come in one GET, hashed as they arrive."""
+"""Files up to this size (when a listing gave their size) come in one GET, hashed as they arrive;
+local files up to this size are read for upload on the event loop, in one read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +276,12 @@ async def upload(
     from_date: str | None = None,
     to_date: str | None = None,
     file_name: str | None = None,
+    local_reader: bool = False,
 ) -> None:
-    """Send ``size`` bytes read by ``reader(offset, length)`` to the distribution at ``path``."""
+    """Send ``size`` bytes read by ``reader(offset, length)`` to the distribution at ``path``.
+
+    ``local_reader``: the reader reads a local file (a small read may then run on the event loop).
+    """
     headers = _dates(from_date, to_date)
     if file_name:
         headers["File-Name"] = file_name
@@ -284,7 +289,9 @@ async def upload(
     loop = asyncio.get_running_loop()
     what = f"upload to {path}"
     if size <= PART_SIZE:
-        data = await loop.run_in_executor(None, reader, 0, size)
+        # A small local read costs less than handing it to a thread (many-small-files uploads).
+        inline = local_reader and size <= SMALL_DOWNLOAD
+        data = reader(0, size) if inline else await loop.run_in_executor(None, reader, 0, size)
         hasher = FusionHasher(whole=False)
         hasher.update(data)
         single = {

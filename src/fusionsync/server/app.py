@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from urllib.parse import unquote
 
@@ -24,6 +25,7 @@ log = logging.getLogger("fusionsync.server")
 API_PREFIX = "/api/v1/"
 TOKEN_PATH = "/oauth2/token"
 OPEN_PATHS = {API_PREFIX + "openapi.json", TOKEN_PATH}
+DISK_THREADS = 32
 MAX_JSON_BODY = 16 * 2**20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,9 +132,15 @@ def make_app(config: ServerConfig) -> web.Application:
     app.add_routes(routes_meta.routes)
     app.add_routes(routes_data.routes)
 
+    async def disk_threads(app: web.Application) -> None:
+        # Blob commits wait on fsync far more than they use a core: enough threads let many overlap.
+        pool = ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="fusionsync-disk")
+        asyncio.get_running_loop().set_default_executor(pool)
+
     async def close(app: web.Application) -> None:
         meta.close()
 
+    app.on_startup.append(disk_threads)
     app.on_cleanup.append(close)
     return app
 
