@@ -117,6 +117,8 @@ def run_demo(keep: Path | None = None) -> int:
     from fusionsync.sync.fsync import fsync
 
     console = Console()
+    if not console.is_terminal:  # piped or logged: room for the summary table on one line per step
+        console = Console(width=110)
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="fusionsync-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, SyncReport]] = []
@@ -167,8 +169,8 @@ def run_demo(keep: Path | None = None) -> int:
         step("again (download)", mirror, products=[PRODUCT], direction="download")
 
     table = Table(title="What each step did")
-    for column in ("step", "transferred", "MiB", "in sync", "hashed", "failed", "seconds", "MiB/s"):
-        table.add_column(column, justify="left" if column == "step" else "right")
+    for column in ("step", "files", "MiB", "in sync", "hashed", "failed", "seconds", "MiB/s"):
+        table.add_column(column, justify="left" if column == "step" else "right", no_wrap=True)
     ok = True
     for name, report in rows:
         ok = ok and report.ok
