@@ -19,6 +19,7 @@ from fsspec.callbacks import Callback
 from fusionsync.errors import FusionSyncError
 from fusionsync.sync.cache import HashCache
 from fusionsync.sync.plan import Action, LocalEntry, Plan
+from fusionsync.sync.problems import is_local_error, local_failure, server_unreachable
 from fusionsync.sync.report import Failure, Stats, SyncReport
 from fusionsync.sync.scan import info_mtime, is_local, join
 
@@ -66,29 +67,51 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def explain(exc: BaseException, action: Action, ctx: Context, verb: str) -> str:
+    """One sentence about a failed item; a local error names the local file and says what happened."""
+    if is_local_error(exc) and is_local(ctx.fs_local):
+        assert isinstance(exc, OSError)
+        return local_failure(exc, join(ctx.local_root, action.path), verb)
+    return describe(exc)
+
+
 async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop: asyncio.Event) -> None:
     """Run the transfers of ``plan`` (at most ``n_par`` at once), then its deletes if nothing failed.
 
     When ``stop`` is set, transfers in flight are cancelled (their temporaries removed), none
-    start, no delete runs, and the report says the pass was interrupted.
+    start, no delete runs, and the report says the pass was interrupted. Once a transfer has
+    given up because nothing answers at the server's address, transfers not yet started fail at
+    once instead of each waiting through its own retries (the next pass tries them again).
     """
     transfers = plan.transfers
     ctx.stats.begin(len(transfers), sum(a.size for a in transfers))
     gate = asyncio.Semaphore(max(1, n_par))
     synced: list[Row] = []
+    unreachable: list[str] = []
+    verb = "read" if plan.direction == "upload" else "write"
 
     async def one(action: Action) -> None:
         async with gate:
             ctx.stats.open(action.path, action.size)
             ok = False
             try:
+                if unreachable:
+                    reason = (
+                        f"not started: nothing answers at {unreachable[0]} any more "
+                        f"(an earlier {plan.direction} gave up), so this one waits for the next pass"
+                    )
+                    report.failed.append(Failure(action.path, reason))
+                    return
                 synced.append(await _transfer(action, ctx, plan.direction))
                 report.transferred.append(action.path)
                 report.bytes += action.size
                 ok = True
             except Exception as exc:  # one item's failure never stops the others
-                log.warning("%s of %s failed: %s", plan.direction, action.path, describe(exc))
-                report.failed.append(Failure(action.path, describe(exc)))
+                reason = explain(exc, action, ctx, verb)
+                log.warning("%s of %s failed: %s", plan.direction, action.path, reason)
+                report.failed.append(Failure(action.path, reason))
+                if server_unreachable(exc) and not unreachable:
+                    unreachable.append(_address(ctx))
             finally:
                 ctx.stats.close(action.path, ok)
 
@@ -108,14 +131,20 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
         stopper.cancel()
         ctx.cache.mark_synced(synced)
     if plan.deletes and report.failed:
-        report.warnings.append(f"{len(plan.deletes)} deletes not done: transfers failed in this pass")
+        report.warnings.append(f"{len(plan.deletes)} deletes not done: items failed in this pass")
         return
     for action in plan.deletes:
         try:
             await _delete(action, ctx, plan.direction)
             report.deleted.append(action.path)
         except Exception as exc:
-            report.failed.append(Failure(action.path, describe(exc)))
+            report.failed.append(Failure(action.path, explain(exc, action, ctx, "delete")))
+
+
+def _address(ctx: Context) -> str:
+    """Where the server was expected (for messages)."""
+    http = getattr(ctx.fs_fusion, "http", None)
+    return str(getattr(http, "root_url", "its address"))
 
 
 async def _run(ctx: Context, fn: Any, *args: Any) -> Any:

@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fusionsync.catalog.layout import DistKey
+from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.catalog.names import identifier_problem
 from fusionsync.errors import AuthError, FusionSyncError, UsageError
 from fusionsync.sync.cache import HashCache, RootLock
 from fusionsync.sync.execute import Context, describe, execute
 from fusionsync.sync.plan import Op, RemoteEntry, plan
-from fusionsync.sync.report import Stats, SyncReport
-from fusionsync.sync.scan import is_local, key_from_name, scan_local
+from fusionsync.sync.report import Failure, Stats, SyncReport
+from fusionsync.sync.scan import LocalScan, is_local, key_from_name, scan_local
 
 log = logging.getLogger("fusionsync")
 DEFAULT_N_PAR = 8
@@ -129,6 +129,7 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
                 opts.direction, dry_run=opts.dry_run, interrupted=True, duration=time.monotonic() - started
             )
         local_scan, remote = surveyed
+        _leave_unreadable_alone(local_scan, remote, opts.flatten)
         the_plan = plan(
             opts.direction,
             local_scan.entries,
@@ -139,6 +140,10 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
         )
         report = SyncReport.from_plan(the_plan, opts.dry_run)
         report.hashed = local_scan.hashed
+        for item in local_scan.unreadable:  # failed items: they also hold back this pass's deletes
+            report.failed.append(Failure(item.path, item.reason))
+            report.plan_lines.append(f"! {item.path}")
+            log.warning("%s: %s", item.path, item.reason)
         report.warnings.extend(local_scan.warnings + remote_warnings)
         for warning in local_scan.warnings + remote_warnings:
             log.warning(warning)
@@ -175,6 +180,18 @@ async def until_stopped(coro: Any, stop: asyncio.Event) -> Any:
     work.cancel()
     await asyncio.gather(work, return_exceptions=True)
     return None
+
+
+def _leave_unreadable_alone(scan: LocalScan, remote: dict[DistKey, RemoteEntry], flatten: bool) -> None:
+    """No action on a distribution whose local file, or a folder above it, could not be read.
+
+    What is in such a file (or folder) is unknown, so it is neither sent, overwritten nor deleted.
+    """
+    keys = {item.key for item in scan.unreadable if item.key is not None}
+    folders = tuple(item.path + "/" for item in scan.unreadable if item.key is None)
+    for key in list(remote):
+        if key in keys or (folders and local_relative_path(key, flatten).startswith(folders)):
+            del remote[key]
 
 
 def _remember_equal(cache: HashCache, the_plan: Any, local: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from fusionsync.catalog.digest import FusionHasher
 from fusionsync.catalog.layout import RECOGNIZED_FORMATS, TEMP_MARK, DistKey, naming_problem, parse_file_name
 from fusionsync.sync.cache import HashCache
 from fusionsync.sync.plan import LocalEntry
+from fusionsync.sync.problems import local_failure
 
 log = logging.getLogger("fusionsync")
 HASH_BLOCK = 2**20
@@ -29,10 +30,20 @@ class LocalFile:
     mtime: float
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A file (with its distribution) or a folder (``key`` None) the scan could not read."""
+
+    path: str
+    reason: str
+    key: DistKey | None = None
+
+
 @dataclass
 class LocalScan:
     entries: dict[str, LocalEntry] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
     hashed: int = 0
     hashed_bytes: int = 0
     stale_temporaries: int = 0
@@ -51,13 +62,16 @@ def join(root: str, rel: str) -> str:
     return f"{root.rstrip('/')}/{rel}" if root else rel
 
 
-def walk(fs: Any, root: str, subdirs: list[str]) -> list[LocalFile]:
-    """Every file under ``root/subdir`` for each subdir, with paths relative to ``root``."""
+def walk(fs: Any, root: str, subdirs: list[str], unreadable: list[Unreadable] | None = None) -> list[LocalFile]:
+    """Every file under ``root/subdir`` for each subdir, with paths relative to ``root``.
+
+    Local folders that cannot be listed are added to ``unreadable`` (or raise without it).
+    """
     found: list[LocalFile] = []
     for sub in subdirs:
         top = join(root, sub)
         if is_local(fs):
-            _walk_os(top, sub, found)
+            _walk_os(top, sub, found, unreadable)
         elif fs.exists(top):
             for path, info in fs.find(top, detail=True).items():
                 rel = sub + "/" + path[len(fs._strip_protocol(top)) :].lstrip("/")
@@ -65,16 +79,22 @@ def walk(fs: Any, root: str, subdirs: list[str]) -> list[LocalFile]:
     return found
 
 
-def _walk_os(top: str, rel: str, out: list[LocalFile]) -> None:
+def _walk_os(top: str, rel: str, out: list[LocalFile], unreadable: list[Unreadable] | None) -> None:
     try:
         it = os.scandir(top)
     except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        if unreadable is None:
+            raise
+        reason = local_failure(exc, top, "read the folder") + "; its files were left out of this pass"
+        unreadable.append(Unreadable(rel, reason))
         return
     with it:
         for entry in it:
             sub = f"{rel}/{entry.name}"
             if entry.is_dir(follow_symlinks=False):
-                _walk_os(entry.path, sub, out)
+                _walk_os(entry.path, sub, out, unreadable)
             elif entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
                 out.append(LocalFile(sub, st.st_size, st.st_mtime_ns / 1e9))
@@ -104,6 +124,13 @@ def hash_file(fs: Any, path: str) -> str:
     return hasher.fsync_digest()
 
 
+def _hash_or_error(fs: Any, path: str) -> str | OSError:
+    try:
+        return hash_file(fs, path)
+    except OSError as exc:
+        return exc
+
+
 async def scan_local(
     fs: Any,
     root: str,
@@ -115,17 +142,25 @@ async def scan_local(
     """Walk the dataset folders, reuse cached digests, hash changed files in threads.
 
     ``key_of`` maps a relative path to its distribution (None: not one of ours). Stale
-    temporaries of an interrupted transfer are removed.
+    temporaries of an interrupted transfer are removed. A file or folder that cannot be read
+    is listed in ``unreadable`` (the pass reports it failed and leaves its distribution alone);
+    a file that vanished since the walk is left out.
     """
     loop = asyncio.get_running_loop()
-    files = await loop.run_in_executor(pool, walk, fs, root, subdirs)
-    cached = cache.load()
     scan = LocalScan()
-    todo: list[tuple[LocalFile, DistKey | None]] = []
+    files = await loop.run_in_executor(pool, walk, fs, root, subdirs, scan.unreadable)
+    cached = cache.load()
+    todo: list[tuple[LocalFile, DistKey]] = []
     for f in files:
         name = f.path.rsplit("/", 1)[-1]
         if TEMP_MARK in name:
-            await loop.run_in_executor(pool, fs.rm_file, join(root, f.path))
+            try:
+                await loop.run_in_executor(pool, fs.rm_file, join(root, f.path))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                scan.warnings.append(local_failure(exc, join(root, f.path), "remove the stale temporary"))
+                continue
             scan.stale_temporaries += 1
             continue
         key = key_of(f.path)
@@ -140,15 +175,23 @@ async def scan_local(
         else:
             todo.append((f, key))
     if todo:
-        digests = await asyncio.gather(
-            *(loop.run_in_executor(pool, hash_file, fs, join(root, f.path)) for f, _ in todo)
+        results = await asyncio.gather(
+            *(loop.run_in_executor(pool, _hash_or_error, fs, join(root, f.path)) for f, _ in todo)
         )
-        cache.store((f.path, f.size, f.mtime, d) for (f, _), d in zip(todo, digests, strict=True))
-        for (f, key), digest in zip(todo, digests, strict=True):
+        hashed: list[tuple[LocalFile, DistKey, str]] = []
+        for (f, key), result in zip(todo, results, strict=True):
+            if isinstance(result, FileNotFoundError):
+                continue
+            if isinstance(result, OSError):
+                scan.unreadable.append(Unreadable(f.path, local_failure(result, join(root, f.path), "read"), key))
+                continue
+            hashed.append((f, key, result))
+        cache.store((f.path, f.size, f.mtime, d) for f, _, d in hashed)
+        for f, key, digest in hashed:
             hit = cached.get(f.path)
             scan.entries[f.path] = LocalEntry(f.path, f.size, digest, key, hit.synced_digest if hit else None, f.mtime)
             scan.hashed_bytes += f.size
-        scan.hashed = len(todo)
+        scan.hashed = len(hashed)
     return scan
 
 
