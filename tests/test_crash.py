@@ -27,7 +27,7 @@ from fusionsync.sync.report import SyncReport
 from tests.helpers import RunningServer, start_server
 from tests.sync_fixtures import local_files, local_fs, no_temporaries, payload, remote_bytes, seed, write_local
 
-DOWNLOAD_SIZE = 12 * 2**20
+DOWNLOAD_SIZE = 8 * 2**20
 UPLOAD_SIZE = 16 * 2**20  # four parts each
 
 
@@ -75,7 +75,7 @@ def test_server_killed_mid_download(tmp_path: Path) -> None:
     server = start_server(tmp_path / "server-root")
     again: RunningServer | None = None
     try:
-        keys = seed(server, "cat", {"A": {f"2024010{i}": ["csv"] for i in range(1, 5)}}, size=DOWNLOAD_SIZE)
+        keys = seed(server, "cat", {"A": {f"2024010{i}": ["csv"] for i in range(1, 7)}}, size=DOWNLOAD_SIZE)
         expected = {local_relative_path(k): payload(k, DOWNLOAD_SIZE) for k in keys}
         root = tmp_path / "mirror"
         command = [
@@ -101,7 +101,7 @@ def test_server_killed_mid_download(tmp_path: Path) -> None:
         for path, reason in failed.items():
             assert reason.startswith(waiting) or (by_path[path].remote_path in reason and "gave up after" in reason)
         gave_up = [r for r in failed.values() if not r.startswith(waiting)]
-        assert len(in_flight) <= len(gave_up) <= 2 < len(failed), (
+        assert 1 <= len(gave_up) <= 2 < len(failed), (
             "transfers waiting for their turn (--n-par 2) fail at once instead of each waiting through the retries"
         )
         assert f"transferred {len(expected) - len(failed)} files" in out
