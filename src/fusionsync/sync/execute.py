@@ -56,6 +56,8 @@ class Context:
     local: dict[str, LocalEntry] = field(default_factory=dict)
     pool: Executor | None = None
     backup_dir: str | None = None
+    folders: set[str] = field(default_factory=set)
+    """Local folders known to exist (created this pass)."""
 
 
 def describe(exc: BaseException) -> str:
@@ -85,37 +87,41 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
     """
     transfers = plan.transfers
     ctx.stats.begin(len(transfers), sum(a.size for a in transfers))
-    gate = asyncio.Semaphore(max(1, n_par))
     synced: list[Row] = []
     unreachable: list[str] = []
     verb = "read" if plan.direction == "upload" else "write"
 
     async def one(action: Action) -> None:
-        async with gate:
-            ctx.stats.open(action.path, action.size)
-            ok = False
-            try:
-                if unreachable:
-                    reason = (
-                        f"not started: nothing answers at {unreachable[0]} any more "
-                        f"(an earlier {plan.direction} gave up), so this one waits for the next pass"
-                    )
-                    report.failed.append(Failure(action.path, reason))
-                    return
-                synced.append(await _transfer(action, ctx, plan.direction))
-                report.transferred.append(action.path)
-                report.bytes += action.size
-                ok = True
-            except Exception as exc:  # one item's failure never stops the others
-                reason = explain(exc, action, ctx, verb)
-                log.warning("%s of %s failed: %s", plan.direction, action.path, reason)
+        ctx.stats.open(action.path, action.size)
+        ok = False
+        try:
+            if unreachable:
+                reason = (
+                    f"not started: nothing answers at {unreachable[0]} any more "
+                    f"(an earlier {plan.direction} gave up), so this one waits for the next pass"
+                )
                 report.failed.append(Failure(action.path, reason))
-                if server_unreachable(exc) and not unreachable:
-                    unreachable.append(_address(ctx))
-            finally:
-                ctx.stats.close(action.path, ok)
+                return
+            synced.append(await _transfer(action, ctx, plan.direction))
+            report.transferred.append(action.path)
+            report.bytes += action.size
+            ok = True
+        except Exception as exc:  # one item's failure never stops the others
+            reason = explain(exc, action, ctx, verb)
+            log.warning("%s of %s failed: %s", plan.direction, action.path, reason)
+            report.failed.append(Failure(action.path, reason))
+            if server_unreachable(exc) and not unreachable:
+                unreachable.append(_address(ctx))
+        finally:
+            ctx.stats.close(action.path, ok)
 
-    tasks = [asyncio.ensure_future(one(a)) for a in transfers]
+    todo = iter(transfers)
+
+    async def worker() -> None:  # n_par workers, not one task per file: 100,000 files cost 100,000 frames
+        for action in todo:
+            await one(action)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(transfers), max(1, n_par)))]
     stopper = asyncio.ensure_future(stop.wait())
     try:
         if tasks:
@@ -169,9 +175,11 @@ async def _transfer(action: Action, ctx: Context, direction: str) -> Row:
     if action.backup:
         await _backup(ctx, action.path)
     if is_local(ctx.fs_local):
-        await _run(ctx, _makedirs, os.path.dirname(target))
-        await ctx.fs_fusion._get_file(rpath, target, callback=callback)
-        st = await _run(ctx, os.stat, target)
+        folder = os.path.dirname(target)
+        if folder not in ctx.folders:  # one mkdir per folder and pass, not one per file
+            await _run(ctx, _makedirs, folder)
+            ctx.folders.add(folder)
+        st = await ctx.fs_fusion._download(rpath, target, callback, size_hint=action.size)
         return action.path, st.st_size, st.st_mtime_ns / 1e9, action.digest
     with _scratch() as tmp:
         await ctx.fs_fusion._get_file(rpath, tmp, callback=callback)
