@@ -94,6 +94,25 @@ def test_upload_publishes_new_and_changed_files_and_skips_bad_names(
     assert report.transferred == [local_relative_path(small)] and remote_bytes(server, small) == b"changed"
 
 
+def test_unknown_extensions_are_format_raw_in_raw_datasets_only(
+    server: RunningServer, fs: FusionFileSystem, tmp_path: Path
+) -> None:
+    server.create_dataset("cat", "RAW", raw=True)
+    server.create_dataset("cat", "A")
+    root = tmp_path / "pub"
+    for dataset in ("RAW", "A"):
+        folder = root / "cat" / dataset / "20240101"
+        folder.mkdir(parents=True)
+        (folder / f"{dataset}__cat__20240101.xyz").write_bytes(b"bytes of an unknown format")
+    report = once(fs, root, datasets=["RAW", "A"], direction="upload")
+    assert report.ok and len(report.transferred) == 2, report
+    assert remote_bytes(server, DistKey("cat", "RAW", "20240101", "raw")) == b"bytes of an unknown format"
+    assert remote_bytes(server, DistKey("cat", "RAW", "20240101", "xyz")) is None
+    assert remote_bytes(server, DistKey("cat", "A", "20240101", "xyz")) == b"bytes of an unknown format"
+    again = once(fs, root, datasets=["RAW", "A"], direction="upload")
+    assert again.transferred == [] and again.skipped == 2
+
+
 def test_dry_run_plans_without_transferring(server: RunningServer, fs: FusionFileSystem, tmp_path: Path) -> None:
     keys = seed(server, "cat", LAYOUT)
     root = tmp_path / "mirror"

@@ -26,7 +26,7 @@ from fusionsync.sync.cache import HashCache, RootLock
 from fusionsync.sync.execute import Context, describe, execute
 from fusionsync.sync.plan import Op, RemoteEntry, plan
 from fusionsync.sync.report import Failure, Stats, SyncReport
-from fusionsync.sync.scan import LocalScan, is_local, key_from_name, scan_local
+from fusionsync.sync.scan import LocalFile, LocalScan, is_local, key_from_name, scan_local, unknown_format_datasets
 
 log = logging.getLogger("fusionsync")
 DEFAULT_N_PAR = 8
@@ -113,12 +113,17 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
 
     remote_warnings: list[str] = []
 
+    async def learn_raw(files: list[LocalFile]) -> None:
+        # isRawData only decides the format of files with an unknown extension: ask about their datasets alone.
+        needed = sorted(d for c, d in unknown_format_datasets(files) if c == opts.catalog and d in wanted)
+        flags = await asyncio.gather(*(fs_fusion._is_raw(opts.catalog, d) for d in needed))
+        raw.update({(opts.catalog, d): flag for d, flag in zip(needed, flags, strict=True)})
+
     async def survey() -> tuple[Any, dict[DistKey, RemoteEntry]]:
-        raw_flags = await asyncio.gather(*(fs_fusion._is_raw(opts.catalog, d) for d in opts.datasets))
-        raw.update({(opts.catalog, d): flag for d, flag in zip(opts.datasets, raw_flags, strict=True)})
         subdirs = [f"{opts.catalog}/{d}" for d in opts.datasets]
         scanned, remote = await asyncio.gather(
-            scan_local(fs_local, root, subdirs, cache, key_of, pool), remote_state(fs_fusion, opts, remote_warnings)
+            scan_local(fs_local, root, subdirs, cache, key_of, pool, learn_raw),
+            remote_state(fs_fusion, opts, remote_warnings),
         )
         return scanned, remote
 

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,10 +138,12 @@ async def scan_local(
     cache: HashCache,
     key_of: Callable[[str], DistKey | None],
     pool: Executor | None = None,
+    before_keys: Callable[[list[LocalFile]], Awaitable[None]] | None = None,
 ) -> LocalScan:
     """Walk the dataset folders, reuse cached digests, hash changed files in threads.
 
-    ``key_of`` maps a relative path to its distribution (None: not one of ours). Stale
+    ``key_of`` maps a relative path to its distribution (None: not one of ours), once
+    ``before_keys`` (when given) has seen the files the walk found. Stale
     temporaries of an interrupted transfer are removed. A file or folder that cannot be read
     is listed in ``unreadable`` (the pass reports it failed and leaves its distribution alone);
     a file that vanished since the walk is left out.
@@ -149,6 +151,8 @@ async def scan_local(
     loop = asyncio.get_running_loop()
     scan = LocalScan()
     files = await loop.run_in_executor(pool, walk, fs, root, subdirs, scan.unreadable)
+    if before_keys is not None:  # what key_of needs to know about the files found
+        await before_keys(files)
     cached = cache.load()
     todo: list[tuple[LocalFile, DistKey]] = []
     for f in files:
@@ -193,6 +197,18 @@ async def scan_local(
             scan.hashed_bytes += f.size
         scan.hashed = len(hashed)
     return scan
+
+
+def unknown_format_datasets(files: list[LocalFile]) -> set[tuple[str, str]]:
+    """(catalog, dataset) of the files whose extension is not a known format (``isRawData`` decides those)."""
+    found = set()
+    for f in files:
+        name = f.path.rsplit("/", 1)[-1]
+        if name.partition(".")[2].lower() not in RECOGNIZED_FORMATS:
+            parsed = parse_file_name(name)
+            if parsed is not None:
+                found.add((parsed.key.catalog, parsed.key.dataset))
+    return found
 
 
 def key_from_name(path: str, is_raw: Callable[[str, str], bool]) -> DistKey | None:
