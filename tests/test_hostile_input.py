@@ -92,6 +92,10 @@ def test_hostile_names_from_the_server_never_write_outside_the_folder(tmp_path: 
 def test_malformed_answers_are_one_clear_error_naming_the_resource(
     tmp_path: Path, changes: bytes, dataset_meta: bytes, message: str
 ) -> None:
+    # A local file of an unknown extension: its format depends on the dataset's isRawData, so it is asked for.
+    folder = tmp_path / "m" / "cat" / "D" / "s"
+    folder.mkdir(parents=True)
+    (folder / "D__cat__s.xyz").write_bytes(b"x")
     with LiarServer(changes, dataset_meta) as liar:
         fs = FusionFileSystem(credentials=liar.credentials)
         with pytest.raises(APIError, match=message) as err:
