@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fusionsync.catalog.names import identifier_problem
 
@@ -74,9 +75,11 @@ TEMP_MARK = ".fusionsync-tmp-"
 """Part of the name of every temporary file a transfer writes (always hidden: starts with a dot)."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class DistKey:
-    """One distribution: catalog, dataset, series member and format."""
+class DistKey(NamedTuple):
+    """One distribution: catalog, dataset, series member and format.
+
+    A named tuple: created and hashed in C, which counts when a pass compares 100,000 of them.
+    """
 
     catalog: str
     dataset: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -218,5 +217,5 @@ def key_from_name(path: str, is_raw: Callable[[str, str], bool]) -> DistKey | No
         return None
     key = parsed.key
     if key.format not in RECOGNIZED_FORMATS and is_raw(key.catalog, key.dataset):
-        return dataclasses.replace(key, format="raw")
+        return key._replace(format="raw")
     return key
