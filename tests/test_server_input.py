@@ -310,3 +310,53 @@ def test_uploads_to_unknown_datasets_are_404(open_server: RunningServer) -> None
     assert srv.api("POST", dist + "/operationType/upload").status == 404
     assert srv.api("PUT", dist.replace("cat", "NOPE", 1), body=b"hello", headers=HELLO).status == 404
     assert list((srv.root / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("header", ["x-jpmc-distribution-from-date", "x-jpmc-distribution-created-date"])
+@pytest.mark.parametrize("value", ["\u00e9t\u00e9", "2024\t01"])
+def test_upload_dates_that_are_not_printable_ascii_are_400_before_anything_is_written(
+    seeded: RunningServer, header: str, value: str
+) -> None:
+    """Bytes that are not UTF-8 in a date header once reached the database: a 500 after the blob was stored."""
+    blobs = sorted((seeded.root / "blobs").rglob("*"))
+    dates = {header: value}  # urllib sends it as Latin-1: "\u00e9" is the byte 0xE9, not UTF-8
+    answer = seeded.api(
+        "PUT", DIST, body=b"other", headers={**dates, "Digest": f"SHA-256={fsync_digest_of([b'other'])}"}
+    )
+    assert answer.status == 400 and header in answer.json()["message"], answer.body
+    assert seeded.api("POST", DIST + "/operationType/upload", headers=dates).status == 400
+    op = seeded.api("POST", DIST + "/operationType/upload").json()["operationId"]
+    url = f"{DIST}/operations/upload?operationId={op}"
+    part = {"Digest": f"SHA-256={fsync_digest_of([b'other'])}"}
+    assert seeded.api("PUT", url + "&partNumber=1", body=b"other", headers={**part, **dates}).status == 400
+    assert seeded.api("PUT", url + "&partNumber=1", body=b"other", headers=part).status == 200
+    assert seeded.api("POST", url, json_body={}, headers={**part, **dates}).status == 400
+    assert seeded.api("GET", DIST).body == b"hello"
+    assert sorted((seeded.root / "blobs").rglob("*")) == blobs
+
+
+def test_a_token_form_in_an_unknown_charset_is_400(server: RunningServer) -> None:
+    creds = server.credentials()
+    body = f"grant_type=client_credentials&client_id={creds['client_id']}&client_secret={creds['client_secret']}"
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=no-such-charset"}
+    answer = server.request("POST", "/oauth2/token", body=body.encode(), headers=headers, auth=False)
+    assert answer.status == 400 and "no-such-charset" in answer.json()["message"], answer.body
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_bodies_that_do_not_decode_as_their_content_encoding_are_400(seeded: RunningServer, encoding: str) -> None:
+    before = snapshot(seeded)
+    garbage = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    for method, url in json_body_operations():
+        answer = seeded.request(method, url, body=b"not compressed", headers=garbage)
+        assert answer.status == 400 and "content-encoding" in answer.json()["message"], (method, url, answer.body)
+    form = {**garbage, "Content-Type": "application/x-www-form-urlencoded"}
+    assert seeded.request("POST", "/oauth2/token", body=b"not compressed", headers=form, auth=False).status == 400
+    upload = {**garbage, **HELLO, "Content-Type": "application/octet-stream"}
+    assert seeded.api("PUT", DIST, body=b"not compressed", headers=upload).status == 400
+    op = seeded.api("POST", DIST + "/operationType/upload").json()["operationId"]
+    url = f"{DIST}/operations/upload?operationId={op}"
+    assert seeded.api("PUT", url + "&partNumber=1", body=b"not compressed", headers=upload).status == 400
+    assert seeded.api("POST", url, body=b"not compressed", headers={**garbage, **HELLO}).status == 400
+    assert snapshot(seeded) == before
+    assert seeded.api("GET", DIST).body == b"hello"

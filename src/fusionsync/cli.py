@@ -226,6 +226,14 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     type=click.IntRange(1),
     help="Lifetime of issued tokens, in seconds.",
 )
+@click.option(
+    "--max-upload-size",
+    default=64 * 2**30,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest single-request upload, in bytes (413 above it). Multipart uploads are bounded by "
+    "their 10,000 parts of at most 5 MiB.",
+)
 @click.option("--log-level", default="WARNING", show_default=True, type=click.Choice(LEVELS, case_sensitive=False))
 def serve(
     root: Path,
@@ -235,6 +243,7 @@ def serve(
     clients: tuple[str, ...],
     page_size: int,
     token_ttl: int,
+    max_upload_size: int,
     log_level: str,
 ) -> None:
     """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/.
@@ -254,6 +263,7 @@ def serve(
         page_size=page_size,
         token_ttl=token_ttl,
         clients=_parse_clients(clients),
+        max_upload_bytes=max_upload_size,
     )
 
     def ready(bound: int) -> None:

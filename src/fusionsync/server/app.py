@@ -18,7 +18,15 @@ from fusionsync.catalog.names import identifier_problem
 from fusionsync.server import routes_data, routes_meta
 from fusionsync.server.auth import API, FUSION, TokenAuthority, bearer, ensure_client, load_key
 from fusionsync.server.blobs import BlobStore
-from fusionsync.server.common import STATE, ApiError, ServerConfig, State, error_response, json_response
+from fusionsync.server.common import (
+    MAX_JSON_BODY,
+    STATE,
+    ApiError,
+    ServerConfig,
+    State,
+    error_response,
+    json_response,
+)
 from fusionsync.server.meta import MetaStore
 
 log = logging.getLogger("fusionsync.server")
@@ -26,7 +34,9 @@ API_PREFIX = "/api/v1/"
 TOKEN_PATH = "/oauth2/token"
 OPEN_PATHS = {API_PREFIX + "openapi.json", TOKEN_PATH}
 DISK_THREADS = 32
-MAX_JSON_BODY = 16 * 2**20
+MAX_HEADER_LINE = 8190
+"""Longest request line or header line, in bytes; longer ones are answered 400 before any routing."""
+MAX_HEADERS = 128
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,6 +91,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if hdrs.ALLOW in exc.headers:  # a 405 names the methods the resource has
             answer.headers[hdrs.ALLOW] = exc.headers[hdrs.ALLOW]
         return answer
+    except web.RequestPayloadError as exc:  # a body that cannot be decoded (bad Content-Encoding or chunking)
+        cause = exc.__cause__
+        detail = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        return error_response(400, f"unreadable request body: {detail}")
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -93,7 +107,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
     st = request.app[STATE]
     try:
         form = await request.post()
-    except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body, or bytes that are not text
+    except (ValueError, LookupError, HttpProcessingError) as exc:  # malformed multipart, not text, unknown charset
         return json_response({"error": "invalid_request", "message": f"unreadable form: {exc}"}, 400)
     grant = form.get("grant_type")
     if grant != "client_credentials":
@@ -161,7 +175,14 @@ def credentials_document(config: ServerConfig, client_id: str, secret: str) -> d
 async def run_server(config: ServerConfig, ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM; ``ready`` is called with the bound port."""
     app = make_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        max_line_size=MAX_HEADER_LINE,
+        max_field_size=MAX_HEADER_LINE,
+        max_headers=MAX_HEADERS,
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
     await site.start()

@@ -16,6 +16,9 @@ from fusionsync.server.blobs import BlobStore
 from fusionsync.server.meta import MetaStore
 
 NEXT_TOKEN = "x-jpmc-next-token"
+MAX_JSON_BODY = 2 * 2**20
+"""Largest JSON (or form) body: metadata is small; the biggest is a multipart completion that lists
+10,000 parts of ~140 bytes each. File bytes are streamed to disk instead, under their own limits."""
 
 
 @dataclass
@@ -101,8 +104,13 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (400 when it is anything else)."""
     if not request.can_read_body:
         return {}
+    too_large = f"request body is larger than {MAX_JSON_BODY} bytes"
+    if (request.content_length or 0) > MAX_JSON_BODY:  # refused before a byte of it is read
+        raise ApiError(413, too_large)
     try:
         data = json.loads(await request.read(), parse_constant=_no_constant)
+    except web.HTTPRequestEntityTooLarge as exc:  # chunked or compressed: counted as it is read
+        raise ApiError(413, too_large) from exc
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -48,8 +48,7 @@ class ServerProcess:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("Serving"):
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise RuntimeError(f"fusionsync serve did not start: {line}{self.log.read_text()}")
         self.port = int(line.split("127.0.0.1:")[1].split("/")[0])
         deadline = time.monotonic() + timeout

@@ -173,6 +173,7 @@ def _upload_target(request: web.Request) -> tuple[str, str, str, str]:
     name = request.headers.get("File-Name")
     if name is not None:  # the name clients will save the file under: a safe file name or none
         check_body_identifier(name, "File-Name")
+    _upload_headers(request)  # checked before anything is written
     return catalog, dataset, ident(request, "series", "series member"), ident(request, "format")
 
 
@@ -203,13 +204,20 @@ async def _receive(content: StreamReader, writer: BlobWriter, limit: int) -> int
     return total
 
 
+DATE_HEADERS = {
+    "from": "x-jpmc-distribution-from-date",
+    "to": "x-jpmc-distribution-to-date",
+    "created": "x-jpmc-distribution-created-date",
+}
+
+
 def _upload_headers(request: web.Request) -> dict[str, str | None]:
-    h = request.headers
-    return {
-        "from": h.get("x-jpmc-distribution-from-date"),
-        "to": h.get("x-jpmc-distribution-to-date"),
-        "created": h.get("x-jpmc-distribution-created-date"),
-    }
+    """The dates an upload carries (printable ASCII, as documented; 400 otherwise)."""
+    dates = {key: request.headers.get(name) for key, name in DATE_HEADERS.items()}
+    for key, value in dates.items():
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise ApiError(400, f"header {DATE_HEADERS[key]} {value!r} must be printable ASCII")
+    return dates
 
 
 def _store(
@@ -233,6 +241,8 @@ async def upload(request: web.Request) -> web.Response:
     target = _upload_target(request)
     expected = _expected_digest(request)
     st = state(request)
+    if (request.content_length or 0) > st.config.max_upload_bytes:  # refused before a byte is written
+        raise ApiError(413, f"request body is larger than {st.config.max_upload_bytes} bytes")
     temp = st.blobs.new_temp()
     writer = BlobWriter(temp)
     try:
