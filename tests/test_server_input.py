@@ -233,7 +233,7 @@ def test_bad_download_ranges_are_400(seeded: RunningServer, value: str) -> None:
     assert answer.status == 400 and "downloadRange" in answer.json()["message"], answer.body
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd.csv", "a/b.csv", "a\\b.csv", "..", "x" * 256])
+@pytest.mark.parametrize("name", ["../../etc/passwd.csv", "a/b.csv", "a\\b.csv", "..", "x" * 256, 'a".csv', "a;b.csv"])
 def test_unsafe_upload_file_names_are_400(seeded: RunningServer, name: str) -> None:
     headers = {**HELLO, "File-Name": name}
     assert seeded.api("PUT", DIST, body=b"hello", headers=headers).status == 400

@@ -5,9 +5,14 @@ path of an HTTP/1.1 request line), breaks the answer in one of these ways:
 
 - ``reset``: forward ``after`` bytes of the answer, then reset the connection (RST);
 - ``truncate``: forward ``after`` bytes, then close cleanly (the body ends short);
-- ``flip``: flip one byte of the answer at offset ``after`` (of the request body with ``upstream``);
+- ``flip``: flip one byte of the answer at offset ``after``;
+
+with ``upstream`` these three act on the request's body instead (an upload cut or damaged on its way);
 - ``delay``: hold every chunk of the answer ``delay`` seconds;
 - ``status``: answer ``status`` (429 or 503) with ``Retry-After: 0`` without asking the server.
+
+``injected`` counts the requests a fault was armed for, ``fired`` the faults that took effect
+(an answer shorter than ``after`` is not cut): a test asserts on ``fired``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ class Fault:
     after: int = 0
     delay: float = 0.0
     status: int = 503
-    upstream: bool = False  # flip a byte of the request (an upload's body) instead of the answer
+    upstream: bool = False  # reset, truncate or flip the request's body (an upload) instead of the answer
 
 
 class FaultProxy:
@@ -36,6 +41,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.fault = fault
         self.injected = 0
+        self.fired = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -114,16 +120,25 @@ class FaultProxy:
                             + body
                         )
                         await writer.drain()
+                        self.fired += 1
                         _abort(writer, reset=False)
                         _abort(up_writer, reset=False)
                         return
                 fault = armed[0]
-                if fault is not None and fault.kind == "flip" and fault.upstream:
+                if fault is not None and fault.upstream:
                     if received == 0 and b"\r\n\r\n" in data:  # count the body only
                         received = -(data.index(b"\r\n\r\n") + 4)
-                    if received <= fault.after < received + len(data):
+                    if fault.kind in ("reset", "truncate") and received + len(data) > fault.after:
+                        up_writer.write(data[: max(0, fault.after - received)])
+                        await up_writer.drain()
+                        self.fired += 1
+                        _abort(up_writer, reset=fault.kind == "reset")
+                        _abort(writer, reset=fault.kind == "reset")
+                        return
+                    if fault.kind == "flip" and received <= fault.after < received + len(data):
                         i = fault.after - received
                         data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+                        self.fired += 1
                     received += len(data)
                 up_writer.write(data)
                 await up_writer.drain()
@@ -133,17 +148,20 @@ class FaultProxy:
             while data := await up_reader.read(2**16):
                 fault = armed[0]
                 done = sent[0]
-                if fault is not None:
+                if fault is not None and not fault.upstream:
                     if fault.kind in ("reset", "truncate") and done + len(data) > fault.after:
                         writer.write(data[: max(0, fault.after - done)])
                         await writer.drain()
+                        self.fired += 1
                         _abort(writer, reset=fault.kind == "reset")
                         _abort(up_writer, reset=True)
                         return
-                    if fault.kind == "flip" and not fault.upstream and done <= fault.after < done + len(data):
+                    if fault.kind == "flip" and done <= fault.after < done + len(data):
                         i = fault.after - done
                         data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+                        self.fired += 1
                     if fault.kind == "delay":
+                        self.fired += done == 0
                         await asyncio.sleep(fault.delay)
                 sent[0] += len(data)
                 writer.write(data)

@@ -20,7 +20,7 @@ from tests.faults.proxy import Fault, FaultProxy
 from tests.helpers import RunningServer
 from tests.sync_fixtures import local_files, local_fs, payload, remote_bytes, write_local
 
-SMALL, BIG = 1000, 24 * 2**20
+SMALL, BIG = 6000, 24 * 2**20  # a small answer is still long enough for every fault to land in its body
 UPLOAD_BIG = 12 * 2**20
 FAULTS = {
     "reset": dict(kind="reset", after=2000),
@@ -29,6 +29,16 @@ FAULTS = {
     "delay": dict(kind="delay", delay=0.01),
     "503": dict(kind="status", status=503),
     "429": dict(kind="status", status=429),
+}
+UPLOAD_FAULTS = {  # on the way up the request's body is cut or damaged; on the way back, the answer
+    "reset-request": dict(kind="reset", after=2000, upstream=True),
+    "truncate-request": dict(kind="truncate", after=2000, upstream=True),
+    "flip-request": dict(kind="flip", after=500, upstream=True),
+    "reset-answer": dict(kind="reset", after=100),
+    "truncate-answer": dict(kind="truncate", after=100),
+    "delay": FAULTS["delay"],
+    "503": FAULTS["503"],
+    "429": FAULTS["429"],
 }
 
 
@@ -73,7 +83,7 @@ def test_download_through_fault(server: RunningServer, tmp_path: Path, fault: st
     root = tmp_path / "mirror"
     with FaultProxy(server.port, Fault(match=is_transfer("download"), **FAULTS[fault])) as proxy:  # type: ignore[arg-type]
         report = run(server, proxy.root_url, root, "download", tmp_path)
-        assert proxy.injected == 1
+        assert proxy.injected == 1 and proxy.fired == 1
     files = local_files(root)
     if report.ok:
         assert files == {local_relative_path(key): payload(key, size)}
@@ -86,21 +96,19 @@ def test_download_through_fault(server: RunningServer, tmp_path: Path, fault: st
 
 
 @pytest.mark.parametrize("size", [SMALL, UPLOAD_BIG], ids=["small", "multipart"])
-@pytest.mark.parametrize("fault", [*FAULTS, "flip-request"])
+@pytest.mark.parametrize("fault", list(UPLOAD_FAULTS))
 def test_upload_through_fault(server: RunningServer, tmp_path: Path, fault: str, size: int) -> None:
     key = DistKey("cat", "A", "20240101", "csv")
     server.create_dataset("cat", "A")
     root = tmp_path / "pub"
     write_local(root, key, payload(key, size))
+    spec = UPLOAD_FAULTS[fault]
     match = is_transfer("upload")
-    if fault == "flip-request":  # corrupt the bytes of the first request that carries file bytes
-        spec: dict[str, object] = dict(kind="flip", after=500, upstream=True)
+    if spec.get("upstream"):  # the first request that carries file bytes (a single upload or a part)
         match = lambda method, path: method == "PUT" and "/distributions/" in path  # noqa: E731
-    else:
-        spec = FAULTS[fault]
     with FaultProxy(server.port, Fault(match=match, **spec)) as proxy:  # type: ignore[arg-type]
         report = run(server, proxy.root_url, root, "upload", tmp_path)
-        assert proxy.injected == 1
+        assert proxy.injected == 1 and proxy.fired == 1
     stored = remote_bytes(server, key)
     if report.ok:
         assert stored == payload(key, size)

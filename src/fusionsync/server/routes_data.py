@@ -173,6 +173,8 @@ def _upload_target(request: web.Request) -> tuple[str, str, str, str]:
     name = request.headers.get("File-Name")
     if name is not None:  # the name clients will save the file under: a safe file name or none
         check_body_identifier(name, "File-Name")
+        if '"' in name or ";" in name:  # it is quoted in Content-Disposition on every download
+            raise ApiError(400, f"File-Name {name!r} must not contain '\"' or ';'")
     _upload_headers(request)  # checked before anything is written
     return catalog, dataset, ident(request, "series", "series member"), ident(request, "format")
 
