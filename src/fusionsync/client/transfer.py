@@ -172,9 +172,12 @@ async def _download_small(http: Http, path: str, dest: str, callback: Any) -> os
     temp = temp_path_for(dest)
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
+        written = [0]  # bytes a failed attempt left in the temporary
 
         async def attempt() -> tuple[Expected, str]:
-            os.ftruncate(fd, 0)
+            if written[0]:  # never truncate an empty file: ext4 then flushes it to disk on close
+                os.ftruncate(fd, 0)
+                written[0] = 0
             got = 0
             try:
                 async with http.stream("GET", path + "/operationType/download", what) as resp:
@@ -185,6 +188,7 @@ async def _download_small(http: Http, path: str, dest: str, callback: Any) -> os
                     callback.set_size(size)
                     verifier = expected.verifier()
                     async for chunk in resp.content.iter_chunked(CHUNK):
+                        written[0] = got + len(chunk)
                         _write_at(fd, chunk, got)
                         verifier.update(chunk)
                         got += len(chunk)
