@@ -40,11 +40,11 @@ class RemoteFile:
     algorithm: str | None
 
 
-async def gather_or_cancel(coros: list[Coroutine[Any, Any, None]]) -> None:
-    """Run all; on the first failure (or cancellation) cancel the rest and wait for them to stop."""
+async def gather_or_cancel(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Their results; on the first failure (or cancellation) cancel the rest and wait for them to stop."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
-        await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
             task.cancel()

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.catalog.names import identifier_problem
+from fusionsync.client.transfer import gather_or_cancel
 from fusionsync.errors import AuthError, FusionSyncError, UsageError
 from fusionsync.sync.cache import HashCache, RootLock
 from fusionsync.sync.execute import Context, describe, execute
@@ -121,10 +122,9 @@ async def run_pass(fs_fusion: Any, fs_local: Any, root: str, cache: HashCache, o
 
     async def survey() -> tuple[Any, dict[DistKey, RemoteEntry]]:
         subdirs = [f"{opts.catalog}/{d}" for d in opts.datasets]
-        scanned, remote = await asyncio.gather(
-            scan_local(fs_local, root, subdirs, cache, key_of, pool, learn_raw),
-            remote_state(fs_fusion, opts, remote_warnings),
-        )
+        # When one side fails the other is cancelled before the pass ends: nothing may use the cache after.
+        local = scan_local(fs_local, root, subdirs, cache, key_of, pool, learn_raw)
+        scanned, remote = await gather_or_cancel([local, remote_state(fs_fusion, opts, remote_warnings)])
         return scanned, remote
 
     with ThreadPoolExecutor(max_workers=max(4, min(opts.n_par, 16)), thread_name_prefix="fusionsync") as pool:
