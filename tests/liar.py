@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import threading
 
 from aiohttp import web
 
+from tests.background import BackgroundServer, Cleanup
 
-class LiarServer:
+
+class LiarServer(BackgroundServer):
     """Answers tokens, a dataset, its change listing (``changes``: raw bytes) and any download (``payload``)."""
 
     def __init__(self, changes: bytes, dataset_meta: bytes = b'{"isRawData": false}', payload: bytes = b"evil") -> None:
         self.changes = changes
         self.dataset_meta = dataset_meta
         self.payload = payload
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -32,24 +29,7 @@ class LiarServer:
             "root_url": base + "/api/v1/",
         }
 
-    def __enter__(self) -> LiarServer:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._main())
-        finally:
-            self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
+    async def _serve(self) -> Cleanup:
         app = web.Application()
         raw = lambda body: web.Response(body=body, content_type="application/json")  # noqa: E731
 
@@ -71,11 +51,4 @@ class LiarServer:
         app.router.add_get("/api/v1/catalogs/{c}/datasets/{d}/authorize/token", give_token)
         app.router.add_get("/api/v1/catalogs/{c}/datasets/{d}", dataset)
         app.router.add_get("/api/v1/{tail:.*}/operationType/download", download)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return await self._serve_app(app)

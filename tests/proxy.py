@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+
+from tests.background import BackgroundServer, Cleanup
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
@@ -22,7 +23,7 @@ class Observed:
     requests: list[tuple[str, str]] = field(default_factory=list)
 
 
-class Proxy:
+class Proxy(BackgroundServer):
     """Forwards every request to ``upstream``; requests for which ``watch(method, path)`` holds are
     counted as in flight, delayed by ``delay`` seconds, and the first ``refuse`` of them refused."""
 
@@ -35,45 +36,23 @@ class Proxy:
         self.refuse = refuse  # answer the first `refuse` watched requests with `status` and Retry-After
         self.status = status
         self.seen = Observed()
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__()
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> Proxy:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._main())
-        finally:
-            self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
+    async def _serve(self) -> Cleanup:
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=2**30)
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        await self._stop.wait()
-        await self._session.close()
-        await runner.cleanup()
+        stop_serving = await self._serve_app(app)
+
+        async def cleanup() -> None:
+            await self._session.close()
+            await stop_serving()
+
+        return cleanup
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         watched = self.watch(request.method, request.path)

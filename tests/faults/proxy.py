@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from tests.background import BackgroundServer, Cleanup
 
 
 @dataclass
@@ -36,49 +37,31 @@ class Fault:
     upstream: bool = False  # reset, truncate or flip the request's body (an upload) instead of the answer
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     def __init__(self, upstream_port: int, fault: Fault | None = None) -> None:
         self.upstream_port = upstream_port
         self.fault = fault
         self.injected = 0
         self.fired = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     @property
     def root_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v1/"
 
-    def __enter__(self) -> FaultProxy:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._main())
-        finally:
-            self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
+    async def _serve(self) -> Cleanup:
         self._tasks: set[asyncio.Task[None]] = set()
         server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
+
+        async def cleanup() -> None:
             server.close()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await server.wait_closed()
+
+        return cleanup
 
     def _arm(self, head: bytes) -> Fault | None:
         """The fault for a request whose bytes start with ``head``, if it matches and budget remains."""
