@@ -28,8 +28,8 @@ from fusionsync.errors import APIError, ChecksumError
 
 CHUNK = 2**20
 HASH_BLOCK = 8 * 2**20
-SMALL_DOWNLOAD = 2**20
-"""Files up to this size (when a listing gave their size) come in one GET, hashed as they arrive;
+SMALL_FILE = 2**20
+"""Downloads up to this size (when a listing gave their size) come in one GET, hashed as they arrive;
 local files up to this size are read for upload on the event loop, in one read."""
 
 
@@ -116,7 +116,7 @@ async def download(
     ``size_hint`` (the size a listing gave) lets a small file come in one GET, without a HEAD first.
     Returns the stat of the file now at ``dest``.
     """
-    if size_hint is not None and size_hint <= SMALL_DOWNLOAD:
+    if size_hint is not None and size_hint <= SMALL_FILE:
         return await _download_small(http, path, dest, callback)
     remote = await head(http, path)
     headers = {"x-jpmc-checksum": remote.checksum, "x-jpmc-checksum-algorithm": remote.algorithm}
@@ -294,7 +294,7 @@ async def upload(
     what = f"upload to {path}"
     if size <= PART_SIZE:
         # A small local read costs less than handing it to a thread (many-small-files uploads).
-        inline = local_reader and size <= SMALL_DOWNLOAD
+        inline = local_reader and size <= SMALL_FILE
         data = reader(0, size) if inline else await loop.run_in_executor(None, reader, 0, size)
         hasher = FusionHasher(whole=False)
         hasher.update(data)
