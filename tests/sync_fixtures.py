@@ -65,3 +65,14 @@ def no_temporaries(root: Path) -> bool:
 
 
 __all__ = ["file_name", "local_files", "local_fs", "no_temporaries", "os", "payload", "remote_bytes", "seed"]
+
+
+def sync_once(fs: Any, root: Path, log_path: Path, **kw: Any) -> Any:
+    """One pass of ``fusionsync.fsync`` between ``fs`` and the local folder ``root`` (catalog ``cat`` unless given)."""
+    from fusionsync import fsync
+
+    kw.setdefault("catalog", "cat")
+    kw.setdefault("show_progress", False)
+    report = fsync(fs, local_fs(), local_path=str(root), log_path=str(log_path), once=True, **kw)
+    assert report is not None
+    return report

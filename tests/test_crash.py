@@ -20,12 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from fusionsync import FusionFileSystem, fsync
+from fusionsync import FusionFileSystem
 from fusionsync.catalog.digest import FusionHasher
 from fusionsync.catalog.layout import TEMP_MARK, DistKey, local_relative_path
 from fusionsync.sync.report import SyncReport
 from tests.helpers import RunningServer, start_server
-from tests.sync_fixtures import local_files, local_fs, no_temporaries, payload, remote_bytes, seed, write_local
+from tests.sync_fixtures import (
+    local_files,
+    no_temporaries,
+    payload,
+    remote_bytes,
+    seed,
+    sync_once,
+    write_local,
+)
 
 DOWNLOAD_SIZE = 8 * 2**20
 UPLOAD_SIZE = 16 * 2**20  # four parts each
@@ -121,21 +129,9 @@ def test_server_killed_mid_download(tmp_path: Path) -> None:
 def upload_once(server: RunningServer, root: Path, tmp_path: Path, retries: int) -> SyncReport:
     fs = FusionFileSystem(credentials=str(server.credentials_file), retries=retries)
     try:
-        report = fsync(
-            fs,
-            local_fs(),
-            datasets=["A"],
-            catalog="cat",
-            direction="upload",
-            local_path=str(root),
-            show_progress=False,
-            log_path=str(tmp_path),
-            n_par=1,
-            once=True,
-        )
+        report: SyncReport = sync_once(fs, root, tmp_path, datasets=["A"], direction="upload", n_par=1)
     finally:
         fs.close()
-    assert report is not None
     return report
 
 

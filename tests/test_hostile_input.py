@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fusionsync import APIError, FusionFileSystem, fsync
+from fusionsync import APIError, FusionFileSystem
 from tests.liar import LiarServer
-from tests.sync_fixtures import local_fs
+from tests.sync_fixtures import sync_once
 
 
 def listing(*keys: str, size: str = "4") -> bytes:
@@ -50,19 +50,8 @@ def test_hostile_names_from_the_server_never_write_outside_the_folder(tmp_path: 
     with LiarServer(listing(key, "D/20240101/distribution.csv")) as liar:
         fs = FusionFileSystem(credentials=liar.credentials)
         root = tmp_path / "a" / "b" / "mirror"
-        report = fsync(
-            fs,
-            local_fs(),
-            datasets=["D"],
-            catalog="cat",
-            direction="download",
-            local_path=str(root),
-            show_progress=False,
-            log_path=str(tmp_path),
-            once=True,
-        )
+        report = sync_once(fs, root, tmp_path, datasets=["D"], direction="download")
         fs.close()
-    assert report is not None
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert (
         written == ["a/b/mirror/cat/D/20240101/D__cat__20240101.csv", "fusion_fsync.log"]
@@ -99,17 +88,7 @@ def test_malformed_answers_are_one_clear_error_naming_the_resource(
     with LiarServer(changes, dataset_meta) as liar:
         fs = FusionFileSystem(credentials=liar.credentials)
         with pytest.raises(APIError, match=message) as err:
-            fsync(
-                fs,
-                local_fs(),
-                datasets=["D"],
-                catalog="cat",
-                direction="download",
-                local_path=str(tmp_path / "m"),
-                show_progress=False,
-                log_path=str(tmp_path),
-                once=True,
-            )
+            sync_once(fs, tmp_path / "m", tmp_path, datasets=["D"], direction="download")
         fs.close()
     assert "'D'" in str(err.value) or "dataset" in str(err.value)
 

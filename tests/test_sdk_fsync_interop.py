@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from fusionsync import FusionFileSystem, fsync
+from fusionsync import FusionFileSystem
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from tests.helpers import RunningServer
-from tests.sync_fixtures import local_files, local_fs, payload, write_local
+from tests.sync_fixtures import local_files, payload, sync_once, write_local
 
 SDK_FSYNC = textwrap.dedent(
     """
@@ -70,18 +70,8 @@ def test_what_we_upload_the_sdk_downloads(server: RunningServer, tmp_path: Path)
     for key, size in zip(KEYS, SIZES, strict=True):
         write_local(ours, key, payload(key, size))
     fs = FusionFileSystem(credentials=str(server.credentials_file))
-    report = fsync(
-        fs,
-        local_fs(),
-        datasets=["A"],
-        catalog="cat",
-        direction="upload",
-        local_path=str(ours),
-        show_progress=False,
-        log_path=str(tmp_path),
-        once=True,
-    )
-    assert report is not None and report.ok and len(report.transferred) == 2
+    report = sync_once(fs, ours, tmp_path, datasets=["A"], direction="upload")
+    assert report.ok and len(report.transferred) == 2
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     expected = {local_relative_path(k): payload(k, s) for k, s in zip(KEYS, SIZES, strict=True)}
@@ -102,16 +92,6 @@ def test_what_the_sdk_uploads_we_download(server: RunningServer, tmp_path: Path)
     run_sdk_fsync_until(server, "upload", theirs, published)
     ours = tmp_path / "ours"
     fs = FusionFileSystem(credentials=str(server.credentials_file))
-    report = fsync(
-        fs,
-        local_fs(),
-        datasets=["A"],
-        catalog="cat",
-        direction="download",
-        local_path=str(ours),
-        show_progress=False,
-        log_path=str(tmp_path),
-        once=True,
-    )
-    assert report is not None and report.ok
+    report = sync_once(fs, ours, tmp_path, datasets=["A"], direction="download")
+    assert report.ok
     assert local_files(ours) == {local_relative_path(k): payload(k, s) for k, s in zip(KEYS, SIZES, strict=True)}

@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from fusionsync import FusionFileSystem, UsageError, fsync
+from fusionsync import FusionFileSystem, UsageError
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.sync.report import SyncReport
 from tests.helpers import RunningServer
-from tests.sync_fixtures import local_files, local_fs, no_temporaries, payload, remote_bytes, seed, write_local
+from tests.sync_fixtures import (
+    local_files,
+    no_temporaries,
+    payload,
+    remote_bytes,
+    seed,
+    sync_once,
+    write_local,
+)
 
 LAYOUT = {"A": {"20240101": ["csv", "parquet"], "20240102": ["csv"]}, "B": {"20240101": ["csv"]}}
 
@@ -30,10 +38,7 @@ def fs(server: RunningServer) -> Iterator[FusionFileSystem]:
 
 
 def once(fs: FusionFileSystem, root: Path, **kw: object) -> SyncReport:
-    kw.setdefault("catalog", "cat")
-    kw.setdefault("show_progress", False)
-    report = fsync(fs, local_fs(), local_path=str(root), log_path=str(root.parent), once=True, **kw)  # type: ignore[arg-type]
-    assert report is not None
+    report: SyncReport = sync_once(fs, root, root.parent, **kw)
     return report
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from fusionsync import FusionFileSystem, fsync
+from fusionsync import FusionFileSystem
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.sync.report import SyncReport
 from tests.faults.proxy import Fault, FaultProxy
 from tests.helpers import RunningServer
-from tests.sync_fixtures import local_files, local_fs, payload, remote_bytes, write_local
+from tests.sync_fixtures import local_files, payload, remote_bytes, sync_once, write_local
 
 SMALL, BIG = 6000, 24 * 2**20  # a small answer is still long enough for every fault to land in its body
 UPLOAD_BIG = 12 * 2**20
@@ -52,20 +52,9 @@ def run(server: RunningServer, proxy_root: str | None, root: Path, direction: st
     creds = server.credentials() | ({"root_url": proxy_root} if proxy_root else {})
     fs = FusionFileSystem(credentials=creds, retries=3)
     try:
-        report = fsync(
-            fs,
-            local_fs(),
-            datasets=["A"],
-            catalog="cat",
-            direction=direction,
-            local_path=str(root),
-            show_progress=False,
-            log_path=str(tmp),
-            once=True,
-        )
+        report: SyncReport = sync_once(fs, root, tmp, datasets=["A"], direction=direction)
     finally:
         fs.close()
-    assert report is not None
     return report
 
 
