@@ -177,7 +177,8 @@ async def _transfer(action: Action, ctx: Context, direction: str) -> Row:
     if is_local(ctx.fs_local):
         folder = os.path.dirname(target)
         if folder not in ctx.folders:  # one mkdir per folder and pass, not one per file
-            await _run(ctx, _makedirs, folder)
+            # On the loop: a mkdir costs a few microseconds, a hand-over to a thread ~0.4 ms of loop time.
+            _makedirs(folder)
             ctx.folders.add(folder)
         st = await ctx.fs_fusion._download(rpath, target, callback, size_hint=action.size)
         return action.path, st.st_size, st.st_mtime_ns / 1e9, action.digest
