@@ -8,7 +8,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fusionsync.catalog.digest import FusionHasher
 from fusionsync.catalog.layout import RECOGNIZED_FORMATS, TEMP_MARK, DistKey, naming_problem, parse_file_name
@@ -16,6 +16,7 @@ from fusionsync.sync.cache import HashCache
 from fusionsync.sync.plan import LocalEntry
 from fusionsync.sync.problems import local_failure
 
+T = TypeVar("T")
 log = logging.getLogger("fusionsync")
 HASH_BLOCK = 2**20
 
@@ -130,6 +131,31 @@ def _hash_or_error(fs: Any, path: str) -> str | OSError:
         return exc
 
 
+def _hash_batch(fs: Any, paths: list[str]) -> list[str | OSError]:
+    return [_hash_or_error(fs, path) for path in paths]
+
+
+HASH_BATCH_FILES = 64
+HASH_BATCH_BYTES = 16 * 2**20
+
+
+def hash_batches(items: list[T], size_of: Callable[[T], int]) -> list[list[T]]:
+    """Files to hash grouped so that one hand-off to a thread covers many small files (a hand-off
+    costs more than hashing 4 KiB), while large files still go to threads side by side."""
+    batches: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for item in items:
+        current.append(item)
+        size += size_of(item)
+        if len(current) >= HASH_BATCH_FILES or size >= HASH_BATCH_BYTES:
+            batches.append(current)
+            current, size = [], 0
+    if current:
+        batches.append(current)
+    return batches
+
+
 async def scan_local(
     fs: Any,
     root: str,
@@ -178,9 +204,11 @@ async def scan_local(
         else:
             todo.append((f, key))
     if todo:
-        results = await asyncio.gather(
-            *(loop.run_in_executor(pool, _hash_or_error, fs, join(root, f.path)) for f, _ in todo)
+        batches = hash_batches(todo, lambda item: item[0].size)
+        done = await asyncio.gather(
+            *(loop.run_in_executor(pool, _hash_batch, fs, [join(root, f.path) for f, _ in b]) for b in batches)
         )
+        results = [result for batch in done for result in batch]
         hashed: list[tuple[LocalFile, DistKey, str]] = []
         for (f, key), result in zip(todo, results, strict=True):
             if isinstance(result, FileNotFoundError):
