@@ -143,8 +143,9 @@ def make_app(config: ServerConfig) -> web.Application:
     app[STATE] = State(config, meta, blobs, tokens)
     app.router.add_post(TOKEN_PATH, token_endpoint)
     app.router.add_get(API_PREFIX + "openapi.json", openapi)
-    app.add_routes(routes_meta.routes)
+    # Routes under /api/v1/catalogs/{catalog} are tried in order: the data routes (one request per file) first.
     app.add_routes(routes_data.routes)
+    app.add_routes(routes_meta.routes)
 
     async def disk_threads(app: web.Application) -> None:
         # Blob commits wait on fsync far more than they use a core: enough threads let many overlap.

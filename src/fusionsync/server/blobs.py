@@ -29,10 +29,11 @@ class BlobStore:
         self.tmp = root / "tmp"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{self.blobs}{os.sep}"
 
-    def path(self, blob: str) -> Path:
-        """Where a committed blob lives."""
-        return self.blobs / blob[:2] / blob
+    def path(self, blob: str) -> str:
+        """Where a committed blob lives (a string: every download asks, and pathlib costs more)."""
+        return f"{self._prefix}{blob[:2]}{os.sep}{blob}"
 
     def new_temp(self, prefix: str = "put") -> Path:
         """A fresh temporary path for an upload."""
@@ -48,10 +49,31 @@ class BlobStore:
             if size is not None:
                 fh.truncate(size)
             os.fsync(fh.fileno())
+        return self._move_in(temp)
+
+    def store(self, data: bytes) -> str:
+        """A whole blob from memory (a small upload): written, flushed to disk and moved in, in one call."""
+        temp = self.new_temp()
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return self._move_in(temp)
+        except BaseException:
+            _unlink(temp)
+            raise
+
+    def _move_in(self, temp: Path) -> str:
         blob = uuid.uuid4().hex
         dest = self.path(blob)
-        dest.parent.mkdir(exist_ok=True)
-        temp.replace(dest)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.dirname(dest))
+        os.replace(temp, dest)
         return blob
 
     def remove_later(self, blob: str | None, delay: float = GRACE_SECONDS) -> None:
@@ -80,9 +102,9 @@ class BlobStore:
         return removed
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        os.unlink(path)
 
 
 class BlobWriter:

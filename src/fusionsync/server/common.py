@@ -145,11 +145,11 @@ def require_catalog(request: web.Request) -> str:
 
 
 def require_dataset(request: web.Request) -> tuple[str, str]:
-    catalog = require_catalog(request)
-    dataset = ident(request, "dataset")
-    if state(request).meta.dataset(catalog, dataset) is None:
-        raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
-    return catalog, dataset
+    catalog, dataset = ident(request, "catalog"), ident(request, "dataset")
+    if state(request).meta.has_dataset(catalog, dataset):  # one query (every upload); catalogs are never deleted
+        return catalog, dataset
+    require_catalog(request)  # which level is missing
+    raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
 
 
 def require_series(request: web.Request) -> tuple[str, str, str]:

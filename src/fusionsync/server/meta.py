@@ -156,6 +156,9 @@ class MetaStore:
         row = self._one("SELECT meta FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
         return None if row is None else dict(json.loads(row[0]))
 
+    def has_dataset(self, catalog: str, dataset: str) -> bool:
+        return self._one("SELECT 1 FROM datasets WHERE catalog=? AND id=?", catalog, dataset) is not None
+
     def datasets(self, catalog: str) -> list[dict[str, Any]]:
         rows = self._all("SELECT meta FROM datasets WHERE catalog=? ORDER BY id", catalog)
         return [json.loads(m) for (m,) in rows]

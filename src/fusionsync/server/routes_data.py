@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import re
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
-from fusionsync.catalog.digest import PART_SIZE, b64, parse_digest_header
+from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64, parse_digest_header
 from fusionsync.server.blobs import BlobWriter
 from fusionsync.server.common import (
     ApiError,
@@ -134,7 +135,7 @@ def _file_response(request: web.Request, dist: Distribution) -> web.StreamRespon
     }
     wanted = request.query.get("downloadRange")
     if wanted is None and 0 < dist.size <= SMALL_FILE and hdrs.RANGE not in request.headers:
-        return _small_file_response(path, headers)
+        return _small_file_response(path, dist.size, headers)
     if wanted is None:
         return web.FileResponse(path, headers=headers)
     if not _RANGE.fullmatch(wanted):
@@ -142,20 +143,23 @@ def _file_response(request: web.Request, dist: Distribution) -> web.StreamRespon
     return _RangedFileResponse(path, wanted, headers)
 
 
-def _small_file_response(path: Path, headers: dict[str, str]) -> web.Response:
+def _small_file_response(path: str, size: int, headers: dict[str, str]) -> web.Response:
     """A small blob answered from one read: no thread hand-off, no sendfile set-up (many-small-files syncs)."""
     try:
-        with open(path, "rb") as fh:
-            body = fh.read(SMALL_FILE + 1)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:  # replaced and collected after its grace period
         raise ApiError(404, "the distribution's file is gone; list the distribution again") from exc
+    try:
+        body = os.read(fd, size)  # blobs are immutable: a buffer of the recorded size, not of SMALL_FILE
+    finally:
+        os.close(fd)
     return web.Response(body=body, headers={**headers, hdrs.ACCEPT_RANGES: "bytes"})
 
 
 class _RangedFileResponse(web.FileResponse):
     """A file response for a range given as a query parameter: answered as a Range header is."""
 
-    def __init__(self, path: Path, byte_range: str, headers: dict[str, str]) -> None:
+    def __init__(self, path: str, byte_range: str, headers: dict[str, str]) -> None:
         super().__init__(path, headers=headers)
         self._byte_range = byte_range
 
@@ -245,6 +249,17 @@ async def upload(request: web.Request) -> web.Response:
     st = state(request)
     if (request.content_length or 0) > st.config.max_upload_bytes:  # refused before a byte is written
         raise ApiError(413, f"request body is larger than {st.config.max_upload_bytes} bytes")
+    loop = asyncio.get_running_loop()
+    if request.content_length is not None and request.content_length <= FLUSH_BYTES:
+        # A small body is received in memory, then written, flushed and moved in by one thread hand-off
+        # (many-small-files uploads: the file is created off the loop, and one hand-off instead of two).
+        body = await _receive_small(request.content)
+        hasher = FusionHasher()
+        hasher.update(body)
+        digest = hasher.fsync_digest()
+        _check_digest(digest, expected)
+        blob = await loop.run_in_executor(None, st.blobs.store, body)
+        return json_response(_store(st, target, blob, len(body), (digest, hasher.checksum()), request))
     temp = st.blobs.new_temp()
     writer = BlobWriter(temp)
     try:
@@ -253,13 +268,26 @@ async def upload(request: web.Request) -> web.Response:
         finally:
             writer.close()
         digest = writer.hasher.fsync_digest()
-        if digest != expected:
-            raise ApiError(400, f"digest mismatch: the body hashes to {digest}, the Digest header says {expected}")
-        blob = await asyncio.get_running_loop().run_in_executor(None, st.blobs.commit, temp)
+        _check_digest(digest, expected)
+        blob = await loop.run_in_executor(None, st.blobs.commit, temp)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return json_response(_store(st, target, blob, size, (digest, writer.hasher.checksum()), request))
+
+
+async def _receive_small(content: StreamReader) -> bytes:
+    """A body of at most FLUSH_BYTES, announced by its Content-Length (which aiohttp's parser enforces:
+    it stops there, and raises if the body ends short)."""
+    chunks: list[bytes] = []
+    while chunk := await content.readany():
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_digest(digest: str, expected: str) -> None:
+    if digest != expected:
+        raise ApiError(400, f"digest mismatch: the body hashes to {digest}, the Digest header says {expected}")
 
 
 @routes.post(DIST + "/{format}/operationType/upload")
