@@ -28,7 +28,8 @@ from fusionsync.catalog.digest import file_digests
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.server.process import ServerProcess
 
-RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 
 
 @dataclass
@@ -104,7 +105,8 @@ class Bench:
         env = {
             **os.environ,
             "FUSIONSYNC_CACHE_DIR": str(self.work / f"cache-{job['catalog']}"),
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            # This checkout's fusionsync (and bench), whatever the venv's editable install points at.
+            "PYTHONPATH": os.pathsep.join(str(REPO / sub) for sub in ("src", "")),
         }
         timeout = self.sdk_timeout if name == "sdk" else 3600
         done = subprocess.run(
@@ -120,18 +122,28 @@ class Bench:
         result = json.loads(done.stdout.strip().splitlines()[-1])
         return float(result["seconds"]), float(result["peak_mib"])
 
-    def measure(self, row: Row, name: str, run: Callable[[int], tuple[float, float]]) -> None:
-        times, peaks = [], []
+    def measure(self, row: Row, contenders: dict[str, Callable[[int], tuple[float, float]]]) -> None:
+        """``--runs`` rounds, the contenders interleaved in a rotating order (the machine drifts), medians kept."""
+        names = list(contenders)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        peaks: dict[str, list[float]] = {n: [] for n in names}
+        given_up: set[str] = set()
         for i in range(self.runs):
-            try:
-                seconds, peak = run(i)
-            except subprocess.TimeoutExpired:
-                row.notes.append(f"{name} did not finish within {self.sdk_timeout:.0f} s")
-                return
-            times.append(seconds)
-            peaks.append(peak)
-        row.times[name] = statistics.median(times)
-        row.peaks[name] = max(peaks)
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                if name in given_up:
+                    continue
+                try:
+                    seconds, peak = contenders[name](i)
+                except subprocess.TimeoutExpired:
+                    row.notes.append(f"{name} did not finish within {self.sdk_timeout:.0f} s")
+                    given_up.add(name)
+                    continue
+                times[name].append(seconds)
+                peaks[name].append(peak)
+        for name in names:
+            if name not in given_up:
+                row.times[name] = statistics.median(times[name])
+                row.peaks[name] = max(peaks[name])
 
     # -- limits --------------------------------------------------------------------------
     def curl_download(self, urls: list[tuple[str, Path]], parallel: int = 16) -> float:
@@ -211,13 +223,12 @@ def bulk_workload(b: Bench, name: str, direction: str, count: int, size: int) ->
 
             return go
 
-        for contender in ("ours", "sdk"):
-            b.measure(row, contender, run(contender))
         urls = [
             (b.url(DistKey(catalog, k.dataset, k.series, k.format)), b.work / "lim" / f"{i}")
             for i, k in enumerate(keys)
         ]
-        b.measure(row, "limit", lambda i: (b.curl_download(urls, parallel=count), 0.0))
+        limit = lambda i: (b.curl_download(urls, parallel=count), 0.0)  # noqa: E731
+        b.measure(row, {"ours": run("ours"), "sdk": run("sdk"), "limit": limit})
     else:
 
         def run_up(contender: str) -> Callable[[int], tuple[float, float]]:
@@ -236,9 +247,6 @@ def bulk_workload(b: Bench, name: str, direction: str, count: int, size: int) ->
 
             return go
 
-        for contender in ("ours", "sdk"):
-            b.measure(row, contender, run_up(contender))
-
         def limit(i: int) -> tuple[float, float]:
             catalog = b.fresh_catalog(["BIG"])
             pairs = [
@@ -247,7 +255,7 @@ def bulk_workload(b: Bench, name: str, direction: str, count: int, size: int) ->
             ]
             return b.curl_upload(pairs, parallel=count), 0.0
 
-        b.measure(row, "limit", limit)
+        b.measure(row, {"ours": run_up("ours"), "sdk": run_up("sdk"), "limit": limit})
     return row
 
 
@@ -263,31 +271,21 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
 
         def run(contender: str) -> Callable[[int], tuple[float, float]]:
             def go(i: int) -> tuple[float, float]:
+                # A fresh folder each run, kept until the bench ends: on ext4 without a journal (this machine),
+                # creating a file within minutes of deleting thousands scans past every recently deleted inode
+                # (the kernel's recently_deleted()), which would slow whichever contender ran next.
                 dest = b.work / f"{name}-{contender}-{i}"
-                try:
-                    return b.contender(
-                        contender,
-                        b.job("download", catalog, names, dest, expected=len(keys), bytes=len(keys) * 4096, poll=1.0),
-                    )
-                finally:
-                    shutil.rmtree(dest, ignore_errors=True)
+                job = b.job("download", catalog, names, dest, expected=len(keys), bytes=len(keys) * 4096, poll=1.0)
+                return b.contender(contender, job)
 
             return go
 
-        for contender in ("ours", "sdk"):
-            b.measure(row, contender, run(contender))
-
         def limit(i: int) -> tuple[float, float]:
-            # Fresh files in a fresh folder, removed afterwards: the same conditions as the other contenders
-            # (on a file system with online discard, creating files after deleting many costs more).
             dest = b.work / f"{name}-limit-{i}"
             urls = [(b.url(DistKey(catalog, k.dataset, k.series, k.format)), dest / f"{j}") for j, k in enumerate(keys)]
-            try:
-                return b.curl_download(urls), 0.0
-            finally:
-                shutil.rmtree(dest, ignore_errors=True)
+            return b.curl_download(urls), 0.0
 
-        b.measure(row, "limit", limit)
+        b.measure(row, {"ours": run("ours"), "sdk": run("sdk"), "limit": limit})
     else:
 
         def run_up(contender: str) -> Callable[[int], tuple[float, float]]:
@@ -298,9 +296,6 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
                 return b.contender(contender, b.job("upload", catalog, names, tree, expected=len(keys), poll=1.0))
 
             return go
-
-        for contender in ("ours", "sdk"):
-            b.measure(row, contender, run_up(contender))
 
         def limit(i: int) -> tuple[float, float]:
             catalog = b.fresh_catalog(names)
@@ -315,7 +310,7 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
             ]
             return b.curl_upload(pairs), 0.0
 
-        b.measure(row, "limit", limit)
+        b.measure(row, {"ours": run_up("ours"), "sdk": run_up("sdk"), "limit": limit})
     return row
 
 
@@ -329,9 +324,8 @@ def idle_workload(b: Bench, count: int) -> list[Row]:
     write_tree(tree, catalog, keys, small)
     b.publish(tree, catalog, names)  # first pass: uploads and fills the hash cache
     warm = Row(f"P3 idle pass, {len(keys)} files, warm (2nd pass)")
-    b.measure(warm, "ours", lambda i: b.contender("ours", b.job("upload", catalog, names, tree, passes=2)))
+    b.measure(warm, {"ours": lambda i: b.contender("ours", b.job("upload", catalog, names, tree, passes=2))})
     restart = Row(f"P3 idle pass, {len(keys)} files, new process")
-    b.measure(restart, "ours", lambda i: b.contender("ours", b.job("upload", catalog, names, tree)))
 
     def walk(i: int) -> tuple[float, float]:
         start = time.perf_counter()
@@ -345,7 +339,7 @@ def idle_workload(b: Bench, count: int) -> list[Row]:
                         entry.stat(follow_symlinks=False)
         return time.perf_counter() - start, 0.0
 
-    b.measure(restart, "limit", walk)
+    b.measure(restart, {"ours": lambda i: b.contender("ours", b.job("upload", catalog, names, tree)), "limit": walk})
     warm.times["limit"] = restart.times["limit"]
     restart.notes.append("the SDK is not run here: it rehashes every file at start")
     restart.notes.append("new process: includes starting Python and importing fusionsync, aiohttp and fsspec")
