@@ -281,9 +281,10 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
             return go
 
         def limit(i: int) -> tuple[float, float]:
+            # The same files in the same layout (one folder per series member) as the other contenders write.
             dest = b.work / f"{name}-limit-{i}"
-            urls = [(b.url(DistKey(catalog, k.dataset, k.series, k.format)), dest / f"{j}") for j, k in enumerate(keys)]
-            return b.curl_download(urls), 0.0
+            full = [DistKey(catalog, k.dataset, k.series, k.format) for k in keys]
+            return b.curl_download([(b.url(k), dest / local_relative_path(k)) for k in full]), 0.0
 
         b.measure(row, {"ours": run("ours"), "sdk": run("sdk"), "limit": limit})
     else:
