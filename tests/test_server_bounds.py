@@ -255,13 +255,16 @@ def test_a_huge_announced_upload_is_refused_before_it_is_sent(server: RunningSer
     assert server.api("GET", dist("huge")).status == 404
 
 
-def test_a_compressed_upload_is_bounded_once_decompressed(server: RunningServer) -> None:
-    data = bytes(CEILING * 1000)
+@pytest.mark.parametrize("size", [CEILING * 5, CEILING * 1000])
+def test_a_compressed_upload_is_bounded_once_decompressed(server: RunningServer, size: int) -> None:
+    data = bytes(size)
+    body = gzip.compress(data, 9)
+    assert size > CEILING and (len(body) < CEILING or size > 100 * CEILING)  # small when sent, big once decoded
     headers = {"Content-Encoding": "gzip", "Digest": f"SHA-256={fsync_digest_of([data])}"}
-    answer = server.api("PUT", dist("bomb"), body=gzip.compress(data, 9), headers=headers)
+    answer = server.api("PUT", dist(f"bomb{size}"), body=body, headers=headers)
     assert answer.status == 413 and answer.json()["message"] == f"request body is larger than {CEILING} bytes"
     assert upload_temporaries(server) == []
-    assert server.api("GET", dist("bomb")).status == 404
+    assert server.api("GET", dist(f"bomb{size}")).status == 404
 
 
 def test_the_ceiling_must_be_a_positive_number_of_bytes(tmp_path: Path) -> None:

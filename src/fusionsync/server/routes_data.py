@@ -250,9 +250,11 @@ async def upload(request: web.Request) -> web.Response:
     if (request.content_length or 0) > st.config.max_upload_bytes:  # refused before a byte is written
         raise ApiError(413, f"request body is larger than {st.config.max_upload_bytes} bytes")
     loop = asyncio.get_running_loop()
-    if request.content_length is not None and request.content_length <= FLUSH_BYTES:
+    length = request.content_length
+    if length is not None and length <= FLUSH_BYTES and hdrs.CONTENT_ENCODING not in request.headers:
         # A small body is received in memory, then written, flushed and moved in by one thread hand-off
         # (many-small-files uploads: the file is created off the loop, and one hand-off instead of two).
+        # Not a compressed one: its Content-Length does not bound what it decodes to.
         body = await _receive_small(request.content)
         hasher = FusionHasher()
         hasher.update(body)
