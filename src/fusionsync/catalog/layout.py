@@ -9,7 +9,6 @@ file ``{dataset}__{catalog}__{series}.{format}`` (characters other than letters,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from fusionsync.catalog.names import identifier_problem
@@ -105,8 +104,7 @@ def local_relative_path(key: DistKey, flatten: bool = False) -> str:
     return f"{key.catalog}/{key.dataset}/{key.series}/{file_name(key)}"
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedName:
+class ParsedName(NamedTuple):
     """What a conforming local file name says: the distribution, with its raw extension."""
 
     key: DistKey

@@ -17,8 +17,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
 from fsspec.callbacks import DEFAULT_CALLBACK
@@ -30,8 +29,7 @@ from fusionsync.client.http import Http
 from fusionsync.errors import APIError, ChecksumError, NotFoundError, UsageError
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteDistribution:
+class RemoteDistribution(NamedTuple):
     """One row of a dataset's change listing."""
 
     series: str

@@ -13,9 +13,8 @@ import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from fusionsync.errors import UsageError
 
@@ -35,8 +34,7 @@ def cache_dir() -> Path:
     return Path(base) / "fusionsync"
 
 
-@dataclass(frozen=True, slots=True)
-class CachedFile:
+class CachedFile(NamedTuple):
     size: int
     mtime: float
     digest: str

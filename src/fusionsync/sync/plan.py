@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from fusionsync.catalog.layout import DistKey, local_relative_path
 
@@ -25,8 +25,7 @@ class Op(StrEnum):
     CONFLICT = "!"
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteEntry:
+class RemoteEntry(NamedTuple):
     """A distribution as the change listing reports it."""
 
     key: DistKey
@@ -35,8 +34,7 @@ class RemoteEntry:
     modified: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class LocalEntry:
+class LocalEntry(NamedTuple):
     """A local file: where it is, what it hashes to, and what it hashed to when last synced."""
 
     path: str
@@ -52,8 +50,7 @@ class LocalEntry:
         return self.synced_digest != self.digest
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     """One thing to do (or, for ``=`` and ``!``, not to do) about one distribution."""
 
     op: Op

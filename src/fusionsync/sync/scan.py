@@ -8,7 +8,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from fusionsync.catalog.digest import FusionHasher
 from fusionsync.catalog.layout import RECOGNIZED_FORMATS, TEMP_MARK, DistKey, naming_problem, parse_file_name
@@ -21,8 +21,7 @@ log = logging.getLogger("fusionsync")
 HASH_BLOCK = 2**20
 
 
-@dataclass(frozen=True, slots=True)
-class LocalFile:
+class LocalFile(NamedTuple):
     """A file found by the walk: path relative to the local root, size, modification time."""
 
     path: str
@@ -30,8 +29,7 @@ class LocalFile:
     mtime: float
 
 
-@dataclass(frozen=True, slots=True)
-class Unreadable:
+class Unreadable(NamedTuple):
     """A file (with its distribution) or a folder (``key`` None) the scan could not read."""
 
     path: str
