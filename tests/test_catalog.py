@@ -6,11 +6,11 @@ import base64
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, fsync_digest_of, parse_digest_header
-from fusionsync.catalog.layout import DistKey, file_name, local_relative_path, parse_file_name
+from fusionsync.catalog.layout import RECOGNIZED_FORMATS, DistKey, file_name, local_relative_path, parse_file_name
 from fusionsync.catalog.names import InvalidIdentifier, check_identifier, identifier_problem
 
 
@@ -98,3 +98,32 @@ def test_raw_datasets_map_unknown_extensions_to_raw() -> None:
     assert parsed is not None and parsed.key.format == "raw"
     parsed = parse_file_name("D__c__20240101.csv", is_raw=True)
     assert parsed is not None and parsed.key.format == "csv"
+
+
+piece = st.one_of(
+    st.sampled_from(["", ".", "..", "a", "é", "x" * 120, "a\x01", "a\\b", "\x7f", "ok-1"]), st.text(max_size=12)
+)
+
+
+@given(piece, piece, piece, piece, st.booleans())
+@example("a", "b", "c", "..", False)
+@example("a", "b", "c", ".", False)
+@example("a", "b", "c\x00", "csv", False)
+@example("é", "b", "c", "csv", False)
+@example("a", "b", "x" * 300, "csv", False)
+def test_a_name_conforms_exactly_when_each_part_is_a_safe_identifier(
+    dataset: str, catalog: str, series: str, extension: str, is_raw: bool
+) -> None:
+    name = f"{dataset}__{catalog}__{series}.{extension}"
+    stem, _, ext = name.partition(".")
+    parts = stem.split("__")
+    fmt = ext.lower()
+    if is_raw and fmt not in RECOGNIZED_FORMATS:
+        fmt = "raw"
+    expected = (
+        not name.startswith(".")
+        and bool(ext)
+        and len(parts) == 3
+        and all(identifier_problem(v) is None for v in (*parts, fmt))
+    )
+    assert (parse_file_name(name, is_raw) is not None) == expected

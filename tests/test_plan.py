@@ -83,7 +83,13 @@ def test_two_local_files_for_one_distribution_are_a_conflict_not_a_race() -> Non
             "common/A/20240101/A__common__20240101.csv", 1, "x", key
         ),
         "common/A/A__common__20240101.csv": LocalEntry("common/A/A__common__20240101.csv", 1, "y", key),
+        "common/B/A__common__20240101.csv": LocalEntry("common/B/A__common__20240101.csv", 1, "z", key),
     }
+    other = DistKey("common", "A", "20240102", "csv")
+    local["common/A/20240102/A__common__20240102.csv"] = LocalEntry(
+        "common/A/20240102/A__common__20240102.csv", 1, "w", other
+    )
     result = plan("upload", local, {})
-    assert [a.op for a in result.actions] == [Op.CONFLICT, Op.CONFLICT]
-    assert not result.transfers
+    assert [(a.op, a.path) for a in result.conflicts] == [(Op.CONFLICT, p) for p in sorted(local) if "0101" in p]
+    assert all("rename all but one" in a.note for a in result.conflicts)
+    assert [a.key for a in result.transfers] == [other]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from fusionsync.catalog.names import identifier_problem
+from fusionsync.catalog.names import identifier_problem, plain_text
 
 RECOGNIZED_FORMATS = frozenset(
     [
@@ -130,9 +130,12 @@ def parse_file_name(name: str, is_raw: bool = False) -> ParsedName | None:
     fmt = extension.lower()
     if is_raw and fmt not in RECOGNIZED_FORMATS:
         fmt = "raw"
-    for value in (dataset, catalog, series, fmt):
-        if identifier_problem(value) is not None:
+    values = (dataset, catalog, series, fmt)
+    if plain_text(name):  # the common case: one scan of the whole name
+        if "" in values or "." in values or ".." in values:
             return None
+    elif any(identifier_problem(value) is not None for value in values):
+        return None
     return ParsedName(DistKey(catalog, dataset, series, fmt), extension)
 
 

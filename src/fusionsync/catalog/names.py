@@ -41,6 +41,12 @@ def identifier_problem(value: object) -> str | None:
     return None
 
 
+def plain_text(value: str) -> bool:
+    """True when ``value`` is ASCII, at most 255 bytes long and free of ``/``, ``\\``, NUL and control
+    characters: then every piece of it is a safe identifier unless empty, ``.`` or ``..``."""
+    return value.isascii() and len(value) <= MAX_SEGMENT_BYTES and _FORBIDDEN.search(value) is None
+
+
 def check_identifier(value: object, kind: str = "identifier") -> str:
     """Return ``value`` when it is a safe identifier, else raise :class:`InvalidIdentifier`."""
     problem = identifier_problem(value)

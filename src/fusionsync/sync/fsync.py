@@ -85,9 +85,14 @@ async def remote_state(fs_fusion: Any, opts: Options, warnings: list[str]) -> di
     """
     listings = await asyncio.gather(*(fs_fusion._dataset_changes(opts.catalog, d) for d in opts.datasets))
     state: dict[DistKey, RemoteEntry] = {}
+    safe_formats: set[str] = set()  # a few formats, checked once each
     for dataset, listing in zip(opts.datasets, listings, strict=True):
         for dist in listing:
-            problem = identifier_problem(dist.series) or identifier_problem(dist.format)
+            problem = identifier_problem(dist.series)
+            if problem is None and dist.format not in safe_formats:
+                problem = identifier_problem(dist.format)
+                if problem is None:
+                    safe_formats.add(dist.format)
             if problem is not None:
                 warnings.append(f"dataset {dataset}: skipped distribution {dist.series!r}/{dist.format!r}: {problem}")
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 from typing import Literal, NamedTuple
 
 from fusionsync.catalog.layout import DistKey, local_relative_path
@@ -97,7 +98,7 @@ def plan(
         actions = _plan_download(local, remote, flatten, delete, backup)
     else:
         actions = _plan_upload(local, remote, delete)
-    return Plan(direction, tuple(sorted(actions, key=lambda a: a.path)))
+    return Plan(direction, tuple(sorted(actions, key=attrgetter("path"))))
 
 
 KEPT = "changed locally since the last sync; kept (give a backup folder to keep a copy and take the remote one)"
@@ -137,17 +138,20 @@ def _plan_download(
 
 def _plan_upload(local: dict[str, LocalEntry], remote: dict[DistKey, RemoteEntry], delete: bool) -> list[Action]:
     actions: list[Action] = []
-    by_key: dict[DistKey, list[LocalEntry]] = {}
+    by_key: dict[DistKey, LocalEntry] = {}
+    several: dict[DistKey, list[LocalEntry]] = {}
     for entry in local.values():
         if entry.key is not None:
-            by_key.setdefault(entry.key, []).append(entry)
-    for key, entries in by_key.items():
-        if len(entries) > 1:
-            others = ", ".join(sorted(e.path for e in entries))
-            note = f"several local files are the same distribution ({others}); rename all but one"
-            actions.extend(Action(Op.CONFLICT, key, e.path, e.size, note=note) for e in entries)
+            first = by_key.setdefault(entry.key, entry)
+            if first is not entry:
+                several.setdefault(entry.key, [first]).append(entry)
+    for key, entries in several.items():
+        others = ", ".join(sorted(e.path for e in entries))
+        note = f"several local files are the same distribution ({others}); rename all but one"
+        actions.extend(Action(Op.CONFLICT, key, e.path, e.size, note=note) for e in entries)
+    for key, have in by_key.items():
+        if key in several:
             continue
-        have = entries[0]
         there = remote.get(key)
         if there is None:
             actions.append(Action(Op.NEW, key, have.path, have.size, have.digest))
