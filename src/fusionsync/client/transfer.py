@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-import secrets
+import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +54,8 @@ async def gather_or_cancel(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
 
 def temp_path_for(dest: str) -> str:
     folder, name = os.path.split(os.path.abspath(dest))
-    return os.path.join(folder, f".{name}{TEMP_MARK}{secrets.token_hex(4)}")
+    # Not a secret (the file is created with O_EXCL), just unlikely to be taken: no system call for it.
+    return os.path.join(folder, f".{name}{TEMP_MARK}{random.getrandbits(32):08x}")
 
 
 async def head(http: Http, path: str) -> RemoteFile:

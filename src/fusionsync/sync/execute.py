@@ -190,7 +190,14 @@ async def _transfer(action: Action, ctx: Context, direction: str) -> Row:
 
 
 def _makedirs(path: str) -> None:
-    os.makedirs(path, exist_ok=True)
+    """``os.makedirs(path, exist_ok=True)`` in one system call when only the last folder is missing."""
+    try:
+        os.mkdir(path)
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
 
 
 @contextlib.contextmanager
