@@ -353,17 +353,14 @@ def _copy_into(local: str, outfile: Any) -> None:
 
 
 def _close(loop: asyncio.AbstractEventLoop, http: Http) -> None:
-    """Close the connection pool of a filesystem that is going away (from any thread)."""
-    session = http._session
-    if session is None or session.closed:
+    """Close the connection pools of a filesystem that is going away (from any thread)."""
+    if not http.connected:
         return
     if loop is not None and loop.is_running() and not loop.is_closed():
         with contextlib.suppress(Exception):
             sync(loop, http.close, timeout=1)
             return
-    connector = session.connector
-    if connector is not None:
-        connector._close()  # the loop is gone or is this thread: close the sockets directly
+    http.close_now()  # the loop is gone or is this thread: close the sockets directly
 
 
 def _what(path: str) -> str:

@@ -11,10 +11,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from fusionsync.client.credentials import Credentials, TokenCache
+from fusionsync.client.h1 import Answer, SmallGets, Unsupported
 from fusionsync.client.wire import Retryable, status_error
 from fusionsync.errors import APIError, AuthError, FusionSyncError, TransferError
 
@@ -49,6 +51,9 @@ class Http:
         self.proxy = self.tokens.proxy(self.root_url)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Small GETs go on lean connections (no proxy support there: with one, aiohttp does them all).
+        self._small = None if self.proxy else SmallGets(self.root_url, connect_timeout, read_timeout)
+        self._small_prefix = urlsplit(self.root_url).path + "catalogs/"
 
     def url(self, path: str) -> str:
         return f"{self.root_url}catalogs/{path}" if path else f"{self.root_url}catalogs/"
@@ -71,8 +76,23 @@ class Http:
         return self._session
 
     async def close(self) -> None:
+        if self._small is not None:
+            self._small.close()
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+    def close_now(self) -> None:
+        """Close the sockets directly, from outside the loop (which is gone or not running)."""
+        if self._small is not None:
+            self._small.close()
+        if self._session is not None and not self._session.closed and self._session.connector is not None:
+            self._session.connector._close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether connections may be open."""
+        small = self._small is not None and self._small.idle > 0
+        return small or (self._session is not None and not self._session.closed)
 
     async def auth_headers(self, path: str) -> dict[str, str]:
         session = await self.session()
@@ -160,6 +180,27 @@ class Http:
             token = headers.get(NEXT_TOKEN)
             if not token:
                 return first, items
+
+    async def get_small(self, path: str, what: str, max_body: int) -> Answer | None:
+        """GET ``path`` whole on a lean connection (no retry here); None when that cannot be done.
+
+        A status of 300 or more raises as ``stream`` does. None (the caller then uses ``stream``) when
+        a proxy is set, the path needs encoding, or the answer is one the lean client leaves out.
+        """
+        if self._small is None:
+            return None
+        headers = await self.auth_headers(path)
+        target = self._small_prefix + path
+        if not self._small.can_send(target, headers):
+            return None
+        try:
+            answer = await self._small.get(target, headers, max_body)
+        except Unsupported as exc:
+            log.debug("%s: %s; using the general client", what, exc)
+            return None
+        if answer.status >= 300:
+            raise status_error(answer.status, what, answer.body, answer.headers)
+        return answer
 
     @asynccontextmanager
     async def stream(

@@ -1,0 +1,251 @@
+"""The lean HTTP/1.1 client for small GETs, against a real TCP server that answers as it is told."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from fsspec.asyn import sync
+
+from fusionsync.catalog.layout import DistKey
+from fusionsync.client.filesystem import FusionFileSystem
+from fusionsync.client.h1 import SmallGets, Unsupported
+from tests.background import BackgroundServer, Cleanup
+from tests.helpers import RunningServer
+from tests.sync_fixtures import payload, sync_once, write_local
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[bool]]
+TARGET = "/api/v1/catalogs/c/datasets/D/datasetseries/S/distributions/csv/operationType/download"
+
+
+def ok(body: bytes, *extra: str) -> bytes:
+    head = "\r\n".join(["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", "x-jpmc-checksum: c", *extra])
+    return head.encode() + b"\r\n\r\n" + body
+
+
+class RawServer(BackgroundServer):
+    """Reads each request's head, then lets ``answer`` write what it wants; counts connections and requests.
+
+    ``answer(reader, writer, n)`` (n: the request's number, from 0) returns False to close the connection.
+    """
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+        super().__init__()
+
+    async def _serve(self) -> Cleanup:
+        handlers: set[asyncio.Task[None]] = set()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            self.connections += 1
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    if b"/oauth2/token " in head or b"/authorize/token " in head:  # tokens for whoever asks
+                        length = re.search(rb"(?i)content-length: *(\d+)", head)
+                        await reader.readexactly(int(length.group(1)) if length else 0)
+                        token = b'{"access_token": "t", "expires_in": 3600}'
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(token), token))
+                        continue
+                    self.requests.append(head)
+                    if not await self.answer(reader, writer, len(self.requests) - 1):
+                        break
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+                handlers.discard(task)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+
+        async def cleanup() -> None:
+            server.close()
+            for task in list(handlers):
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            await server.wait_closed()
+
+        return cleanup
+
+    def client(self, read_timeout: float = 5.0) -> SmallGets:
+        return SmallGets(f"http://127.0.0.1:{self.port}/api/v1/", 5.0, read_timeout)
+
+
+def fetch(server: RawServer, count: int = 1, max_body: int = 2**20, read_timeout: float = 5.0) -> list[bytes]:
+    async def go() -> list[bytes]:
+        client = server.client(read_timeout)
+        try:
+            return [(await client.get(TARGET, {"Authorization": "Bearer t"}, max_body)).body for _ in range(count)]
+        finally:
+            client.close()
+
+    return asyncio.run(go())
+
+
+def test_one_connection_carries_many_requests_and_their_headers() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(ok(f"body {n}".encode()))
+        return True
+
+    with RawServer(answer) as server:
+        assert fetch(server, 5) == [f"body {n}".encode() for n in range(5)]
+        assert server.connections == 1
+        first = server.requests[0].decode()
+        assert first.startswith(f"GET {TARGET} HTTP/1.1\r\n")
+        assert "Authorization: Bearer t\r\n" in first and f"Host: 127.0.0.1:{server.port}\r\n" in first
+
+
+def test_an_answer_in_pieces_is_put_together() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        for i, byte in enumerate(ok(b"x" * 300)):
+            writer.write(bytes([byte]))
+            if i % 50 == 0:
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        return True
+
+    with RawServer(answer) as server:
+        assert fetch(server, 2) == [b"x" * 300] * 2
+
+
+def test_connection_close_is_honoured() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(ok(b"bye", "Connection: close"))
+        return True  # the server would go on: the client must not
+
+    with RawServer(answer) as server:
+        assert fetch(server, 3) == [b"bye"] * 3
+        assert server.connections == 3
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_at_once() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        if n == 1:  # the request came on the kept connection: closed unanswered, as an idle timeout would
+            return False
+        writer.write(ok(b"first" if n == 0 else b"again"))
+        return True
+
+    with RawServer(answer) as server:
+        assert fetch(server, 2) == [b"first", b"again"]
+        assert server.connections == 2 and len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Encoding: gzip\r\n\r\nhello", "encoded"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n folded\r\n\r\nhello", "header line"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", "status line"),
+        (b"ICY 200 OK\r\nContent-Length: 5\r\n\r\nhello", "status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n", "2000000 bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, and more", "after the end"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "longer than"),
+    ],
+    ids=[
+        "chunked",
+        "gzip",
+        "two-lengths",
+        "negative-length",
+        "folded",
+        "1xx",
+        "not-http",
+        "too-big",
+        "extra",
+        "huge-head",
+    ],
+)
+def test_answers_it_does_not_handle_are_left_to_the_general_client(raw: bytes, why: str) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        await asyncio.sleep(0.5)  # keep the connection open: the verdict must not wait for the close
+        return False
+
+    with RawServer(answer) as server, pytest.raises(Unsupported, match=why):
+        fetch(server)
+
+
+def test_a_connection_cut_mid_answer_and_a_silent_server_are_errors_to_retry() -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(ok(b"y" * 1000)[:-400])
+        return False
+
+    with RawServer(cut) as server, pytest.raises(ConnectionError, match="closed after 600 bytes"):
+        fetch(server)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    with RawServer(silent) as server, pytest.raises(TimeoutError):
+        fetch(server, read_timeout=0.3)
+
+    closed = SmallGets("http://127.0.0.1:1/api/v1/", 5.0, 5.0)  # nothing listens on port 1
+    with pytest.raises(ConnectionError, match=r"cannot connect to 127\.0\.0\.1:1\b"):
+        asyncio.run(closed.get(TARGET, {}, 100))
+
+
+def test_requests_that_would_need_encoding_are_not_sent() -> None:
+    client = SmallGets("http://127.0.0.1:9/api/v1/", 5.0, 5.0)
+    assert client.can_send(TARGET, {"Authorization": "Bearer abc.def"})
+    assert not client.can_send(TARGET.replace("/S/", "/a b/"), {})
+    assert not client.can_send(TARGET.replace("/S/", "/%C3%A9/"), {})
+    assert not client.can_send(TARGET, {"Authorization": "Bearer x\r\nInjected: 1"})
+    assert not client.can_send(TARGET, {"Authorization": "Bearer é"})
+
+
+def test_a_file_larger_than_its_listing_said_is_left_to_aiohttp_and_still_verified(tmp_path: Path) -> None:
+    body = b"grown since it was listed\n" * 50_000  # over the 1 MiB the lean client takes
+    checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(ok(body).replace(b"x-jpmc-checksum: c", f"x-jpmc-checksum: {checksum}".encode()))
+        return True
+
+    with RawServer(answer) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        creds = {
+            "client_id": "x",
+            "client_secret": "y",
+            "auth_url": base + "/oauth2/token",
+            "root_url": base + "/api/v1/",
+        }
+        fs = FusionFileSystem(credentials=creds)
+        try:
+            rpath = "c/datasets/D/datasetseries/S/distributions/csv"
+            sync(fs.loop, fs._download, rpath, str(tmp_path / "f"), size_hint=100)
+        finally:
+            fs.close()
+    assert (tmp_path / "f").read_bytes() == body
+    assert len(server.requests) == 2, "one try on the lean client, then the same GET through aiohttp"
+
+
+def test_a_sync_of_small_files_downloads_them_all_on_few_connections(server: RunningServer, tmp_path: Path) -> None:
+    keys = [DistKey("cat", "A", f"2024010{i}", "csv") for i in range(1, 10)]
+    server.create_dataset("cat", "A")
+    source = tmp_path / "src"
+    for key in keys:
+        write_local(source, key, payload(key, 3000))
+    fs = FusionFileSystem(credentials=str(server.credentials_file))
+    assert sync_once(fs, source, tmp_path, datasets=["A"], direction="upload").ok
+    dest = tmp_path / "dest"
+    report = sync_once(fs, dest, tmp_path, datasets=["A"], direction="download")
+    assert report.ok and len(report.transferred) == len(keys)
+    for key in keys:
+        name = f"A__cat__{key.series}.csv"
+        assert (dest / "cat" / "A" / key.series / name).read_bytes() == payload(key, 3000)
