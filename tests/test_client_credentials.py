@@ -12,6 +12,7 @@ from fusionsync import AuthError, CredentialsError, FusionFileSystem
 from fusionsync.client.credentials import Credentials, load_credentials
 from tests.helpers import RunningServer
 from tests.proxy import Proxy
+from tests.sync_fixtures import sync_once
 
 
 def write(path: Path, data: Any) -> Path:
@@ -61,6 +62,18 @@ def test_requests_go_through_the_configured_proxy(server: RunningServer) -> None
     assert "/oauth2/token" in paths
     assert "/api/v1/catalogs/cat/datasets/D/authorize/token" in paths
     assert any(p.endswith("/distributions/csv/operationType/download") for p in paths)
+
+
+def test_a_sync_through_a_proxy_sends_its_small_downloads_through_it(server: RunningServer, tmp_path: Path) -> None:
+    server.create_dataset("cat", "D")
+    for series in ("20240101", "20240102"):
+        server.upload("cat", "D", series, "csv", series.encode())
+    with Proxy(server.base, lambda method, path: False) as proxy:
+        fs = FusionFileSystem(credentials=server.credentials() | {"proxies": {"http": proxy.base}})
+        report = sync_once(fs, tmp_path / "mirror", tmp_path, datasets=["D"], direction="download")
+        paths = [path for _, path in proxy.seen.requests]
+    assert report.ok and len(report.transferred) == 2
+    assert sum(p.endswith("/distributions/csv/operationType/download") for p in paths) == 2
 
 
 def test_a_refused_bearer_token_is_an_auth_error(server: RunningServer) -> None:

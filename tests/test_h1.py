@@ -23,8 +23,8 @@ Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[b
 TARGET = "/api/v1/catalogs/c/datasets/D/datasetseries/S/distributions/csv/operationType/download"
 
 
-def ok(body: bytes, *extra: str) -> bytes:
-    head = "\r\n".join(["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", "x-jpmc-checksum: c", *extra])
+def ok(body: bytes, *extra: str, checksum: str = "c") -> bytes:
+    head = "\r\n".join(["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", f"x-jpmc-checksum: {checksum}", *extra])
     return head.encode() + b"\r\n\r\n" + body
 
 
@@ -92,6 +92,17 @@ def fetch(server: RawServer, count: int = 1, max_body: int = 2**20, read_timeout
             client.close()
 
     return asyncio.run(go())
+
+
+def download_through(server: RawServer, dest: Path, size_hint: int) -> None:
+    """One distribution downloaded by FusionFileSystem from ``server`` (listed at ``size_hint`` bytes)."""
+    base = f"http://127.0.0.1:{server.port}"
+    creds = {"client_id": "x", "client_secret": "y", "auth_url": f"{base}/oauth2/token"}
+    fs = FusionFileSystem(credentials=creds | {"root_url": f"{base}/api/v1/"})
+    try:
+        sync(fs.loop, fs._download, "c/datasets/D/datasetseries/S/distributions/csv", str(dest), size_hint=size_hint)
+    finally:
+        fs.close()
 
 
 def test_one_connection_carries_many_requests_and_their_headers() -> None:
@@ -214,25 +225,30 @@ def test_a_file_larger_than_its_listing_said_is_left_to_aiohttp_and_still_verifi
     checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
-        writer.write(ok(body).replace(b"x-jpmc-checksum: c", f"x-jpmc-checksum: {checksum}".encode()))
+        writer.write(ok(body, checksum=checksum))
         return True
 
     with RawServer(answer) as server:
-        base = f"http://127.0.0.1:{server.port}"
-        creds = {
-            "client_id": "x",
-            "client_secret": "y",
-            "auth_url": base + "/oauth2/token",
-            "root_url": base + "/api/v1/",
-        }
-        fs = FusionFileSystem(credentials=creds)
-        try:
-            rpath = "c/datasets/D/datasetseries/S/distributions/csv"
-            sync(fs.loop, fs._download, rpath, str(tmp_path / "f"), size_hint=100)
-        finally:
-            fs.close()
+        download_through(server, tmp_path / "f", size_hint=100)
     assert (tmp_path / "f").read_bytes() == body
     assert len(server.requests) == 2, "one try on the lean client, then the same GET through aiohttp"
+
+
+def test_a_redirected_download_is_followed_by_aiohttp(tmp_path: Path) -> None:
+    body = b"moved here\n"
+    checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        if b"GET /moved " in server.requests[n]:
+            writer.write(ok(body, checksum=checksum))
+        else:
+            writer.write(b"HTTP/1.1 302 Found\r\nLocation: /moved\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    with RawServer(answer) as server:
+        download_through(server, tmp_path / "f", size_hint=len(body))
+    assert (tmp_path / "f").read_bytes() == body
+    assert [r.split(b" ")[1] for r in server.requests] == [TARGET.encode(), TARGET.encode(), b"/moved"]
 
 
 def test_a_sync_of_small_files_downloads_them_all_on_few_connections(server: RunningServer, tmp_path: Path) -> None:

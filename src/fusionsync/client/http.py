@@ -184,8 +184,8 @@ class Http:
     async def get_small(self, path: str, what: str, max_body: int) -> Answer | None:
         """GET ``path`` whole on a lean connection (no retry here); None when that cannot be done.
 
-        A status of 300 or more raises as ``stream`` does. None (the caller then uses ``stream``) when
-        a proxy is set, the path needs encoding, or the answer is one the lean client leaves out.
+        A status of 400 or more raises as ``stream`` does. None (the caller then uses ``stream``) when
+        a proxy is set, the path needs encoding, the answer is a redirect or one the lean client leaves out.
         """
         if self._small is None:
             return None
@@ -198,7 +198,9 @@ class Http:
         except Unsupported as exc:
             log.debug("%s: %s; using the general client", what, exc)
             return None
-        if answer.status >= 300:
+        if 300 <= answer.status < 400:  # a redirect: aiohttp follows it
+            return None
+        if answer.status >= 400:
             raise status_error(answer.status, what, answer.body, answer.headers)
         return answer
 
