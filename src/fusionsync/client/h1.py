@@ -30,7 +30,12 @@ _ssl_context: ssl.SSLContext | None = None
 
 
 class Unsupported(Exception):
-    """An answer (or a request) this client does not handle: use the general path."""
+    """An answer this client does not handle: use the general path. ``lasting`` when the server
+    will answer every request so (its framing or encoding), not just this one (a large body)."""
+
+    def __init__(self, message: str, lasting: bool = True) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 class Answer(NamedTuple):
@@ -39,7 +44,7 @@ class Answer(NamedTuple):
     body: bytes
 
 
-class _Lost(ConnectionResetError):
+class ConnectionLost(ConnectionResetError):
     """The connection closed; ``answered`` tells whether any byte of the answer had come."""
 
     def __init__(self, message: str, answered: bool) -> None:
@@ -65,11 +70,15 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            got = len(self._buffer)
-            answered = got > 0 or self._head is not None
-            reason = f" ({exc})" if exc else ""
-            waiter.set_exception(_Lost(f"the connection closed after {got} bytes of the answer{reason}", answered))
+        if waiter is None or waiter.done():
+            return
+        if self._head is not None:
+            what = f"after {len(self._buffer)} of {self._head[2]} bytes of the body"
+        else:
+            what = "in the answer's head" if self._buffer else "before any answer"
+        reason = f" ({exc})" if exc else ""
+        answered = self._head is not None or bool(self._buffer)
+        waiter.set_exception(ConnectionLost(f"the connection closed {what}{reason}", answered))
 
     def request(self, data: bytes, max_body: int) -> asyncio.Future[Answer]:
         assert self.transport is not None and self._waiter is None
@@ -146,7 +155,7 @@ def _parse_head(head: bytes, max_body: int) -> tuple[int, CIMultiDict[str], int,
         raise Unsupported(f"Content-Length {length_text[:40]!r}")
     length = int(length_text)
     if length > max_body:
-        raise Unsupported(f"an answer of {length} bytes")
+        raise Unsupported(f"an answer of {length} bytes", lasting=False)
     if "Transfer-Encoding" in headers or headers.get("Content-Encoding", "identity").lower() != "identity":
         raise Unsupported("an encoded answer")
     connection = headers.get("Connection", "").lower()
@@ -186,7 +195,7 @@ class SmallGets:
             try:
                 async with asyncio.timeout(self.read_timeout):
                     answer = await conn.request(data, max_body)
-            except _Lost as exc:
+            except ConnectionLost as exc:
                 if reused and not exc.answered:  # the server had closed it while idle: try a new one
                     continue
                 raise

@@ -196,7 +196,9 @@ class Http:
         try:
             answer = await self._small.get(target, headers, max_body)
         except Unsupported as exc:
-            log.debug("%s: %s; using the general client", what, exc)
+            if exc.lasting:  # the server answers in a way the lean client leaves out: stop asking it
+                log.info("%s: %s; small downloads go through the general client from now on", what, exc)
+                self._small = None
             return None
         if 300 <= answer.status < 400:  # a redirect: aiohttp follows it
             return None
