@@ -8,8 +8,9 @@ to the aiohttp path for anything else: a chunked or compressed answer, a head to
 larger than the caller can take, a path or header that would need encoding.
 
 Failures are the ones ``Http.retrying`` retries: ``ConnectionError`` for a refused, reset or
-closed connection (a reused connection the server had closed is retried at once on a new
-one, as the request never reached it), ``TimeoutError`` for a server that stops answering.
+closed connection, ``TimeoutError`` for a server that stops answering. A kept connection that
+closes before any byte of its answer (a server's idle timeout) is replaced at once: a GET can
+be sent again.
 """
 
 from __future__ import annotations
