@@ -142,23 +142,24 @@ def _parse_head(head: bytes, max_body: int) -> tuple[int, CIMultiDict[str], int,
     code = rest[:3]
     if version not in ("HTTP/1.1", "HTTP/1.0") or not code.isdigit() or code.startswith("1"):
         raise Unsupported(f"the status line {lines[0][:80]!r}")
+    lasting = code.startswith("2")  # an error page framed otherwise says nothing of the downloads
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon or not name or name != name.strip():
-            raise Unsupported(f"the header line {line[:80]!r}")
+            raise Unsupported(f"the header line {line[:80]!r}", lasting)
         headers.add(name, value.strip())
     lengths = set(headers.getall("Content-Length", []))
     if len(lengths) != 1:
-        raise Unsupported("an answer without one Content-Length")
+        raise Unsupported("an answer without one Content-Length", lasting)
     length_text = lengths.pop()
     if not length_text.isdigit():
-        raise Unsupported(f"Content-Length {length_text[:40]!r}")
+        raise Unsupported(f"Content-Length {length_text[:40]!r}", lasting)
     length = int(length_text)
     if length > max_body:
         raise Unsupported(f"an answer of {length} bytes", lasting=False)
     if "Transfer-Encoding" in headers or headers.get("Content-Encoding", "identity").lower() != "identity":
-        raise Unsupported("an encoded answer")
+        raise Unsupported("an encoded answer", lasting)
     connection = headers.get("Connection", "").lower()
     close_after = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
     return int(code), headers, length, close_after
