@@ -111,8 +111,8 @@ def has_inputs(op: Operation) -> bool:
     return bool(op.spec.get("parameters") or op.spec.get("requestBody"))
 
 
-def strategy(fuzzed: Fuzzed, op: Operation, catalog: str) -> st.SearchStrategy[Case]:
-    """Valid and invalid cases, with every part generated or with the resources pinned to the test's own."""
+def pinned_parts(fuzzed: Fuzzed, op: Operation, catalog: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The test's own resources to pin in a case (path, and the upload operation), and valid tokens."""
     server = fuzzed.server
     pinned: dict[str, Any] = {"path_parameters": {k: v for k, v in seed(server, catalog).items() if k in op.params}}
     headers: dict[str, str] = {}
@@ -122,6 +122,27 @@ def strategy(fuzzed: Fuzzed, op: Operation, catalog: str) -> st.SearchStrategy[C
         headers["Fusion-Authorization"] = f"Bearer {server.fusion_token(catalog, 'D')}" if server.auth else "Bearer -"
     if op.path.endswith("/operations/upload"):
         pinned["query"] = {"operationId": new_operation(server, catalog)}
+    return pinned, headers
+
+
+def takes_bytes(op: Operation) -> bool:
+    return "application/octet-stream" in op.spec.get("requestBody", {}).get("content", {})
+
+
+def sure_upload(fuzzed: Fuzzed, op: Operation, catalog: str) -> Case:
+    """An upload (or a part) that is valid in every way: the handler is reached whatever examples were drawn."""
+    pinned, headers = pinned_parts(fuzzed, op, catalog)
+    if "query" in pinned:
+        pinned["query"] = {**pinned["query"], "partNumber": 1}
+    api_op = fuzzed.schema[op.path][op.method]
+    body = Binary(b"a,b\n3,4\n")
+    case = api_op.Case(headers=headers, body=body, media_type="application/octet-stream", **pinned)
+    return signed(case)
+
+
+def strategy(fuzzed: Fuzzed, op: Operation, catalog: str) -> st.SearchStrategy[Case]:
+    """Valid and invalid cases, with every part generated or with the resources pinned to the test's own."""
+    pinned, headers = pinned_parts(fuzzed, op, catalog)
     api_op = fuzzed.schema[op.path][op.method]
     elsewhere = PINNED_ELSEWHERE.get((op.method, op.path), {})
     shapes = [
@@ -131,7 +152,7 @@ def strategy(fuzzed: Fuzzed, op: Operation, catalog: str) -> st.SearchStrategy[C
     if has_inputs(op):
         shapes.append(api_op.as_strategy(GenerationMode.NEGATIVE, headers=headers))
         shapes.append(api_op.as_strategy(GenerationMode.NEGATIVE, headers=headers, **pinned))
-    if "application/octet-stream" in op.spec.get("requestBody", {}).get("content", {}):
+    if takes_bytes(op):
         if "query" in pinned:  # a part (the completion has a JSON body)
             pinned["query"] = {**pinned["query"], "partNumber": 1}
         uploads = api_op.as_strategy(GenerationMode.POSITIVE, headers=headers, **pinned)
@@ -163,6 +184,10 @@ def fuzz(fuzzed: Fuzzed, op: Operation, examples: int) -> dict[int, int]:
         case.validate_response(response, checks=CHECKS)
 
     one()
+    if takes_bytes(op):  # drawn examples may all miss the one shape that can succeed: send it too
+        response = sure_upload(fuzzed, op, catalog).call(base_url=server.base, session=fuzzed.session, timeout=30)
+        assert response.status_code == 200, response.text
+        seen[200] = seen.get(200, 0) + 1
     assert server.proc is not None and server.proc.poll() is None, "the server died"
     assert internal_errors(server.log)[errors_before:] == [], "the server logged an unexpected error"
     return seen
