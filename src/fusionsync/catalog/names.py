@@ -21,8 +21,7 @@ def identifier_problem(value: object) -> str | None:
     """Why ``value`` is not a safe identifier, or None when it is."""
     if not isinstance(value, str):
         return "must be a string"
-    ordinary = value.isascii() and 0 < len(value) <= MAX_SEGMENT_BYTES and value not in (".", "..")
-    if ordinary and _FORBIDDEN.search(value) is None:  # the common case, decided in one scan
+    if plain_text(value) and value not in ("", ".", ".."):  # the common case, decided in one scan
         return None
     if not value:
         return "must not be empty"

@@ -180,31 +180,34 @@ async def _download_small(http: Http, path: str, dest: str, callback: Any) -> os
                 os.ftruncate(fd, 0)
                 written[0] = 0
             got = 0
+
+            def begin(headers: Any, size: int) -> tuple[Expected, Verifier]:
+                expected = Expected.from_headers(headers, f"distribution {path}")
+                callback.set_size(size)
+                return expected, expected.verifier()
+
+            def take(chunk: bytes, verifier: Verifier) -> None:
+                nonlocal got
+                written[0] = got + len(chunk)
+                _write_at(fd, chunk, got)
+                verifier.update(chunk)
+                got += len(chunk)
+                callback.relative_update(len(chunk))
+
             try:
                 answer = await http.get_small(path + "/operationType/download", what, SMALL_FILE)
                 if answer is not None:  # the whole answer in one piece, on a lean connection
-                    expected = Expected.from_headers(answer.headers, f"distribution {path}")
-                    callback.set_size(len(answer.body))
-                    verifier = expected.verifier()
-                    written[0] = len(answer.body)
-                    _write_at(fd, answer.body, 0)
-                    verifier.update(answer.body)
-                    got = len(answer.body)
-                    callback.relative_update(got)
-                    return expected, verifier.result()
-                async with http.stream("GET", path + "/operationType/download", what) as resp:
-                    expected = Expected.from_headers(resp.headers, f"distribution {path}")
-                    size = resp.content_length
-                    if size is None:
-                        raise APIError(f"distribution {path}: the server gave no Content-Length")
-                    callback.set_size(size)
-                    verifier = expected.verifier()
-                    async for chunk in resp.content.iter_chunked(CHUNK):
-                        written[0] = got + len(chunk)
-                        _write_at(fd, chunk, got)
-                        verifier.update(chunk)
-                        got += len(chunk)
-                        callback.relative_update(len(chunk))
+                    size: int | None = len(answer.body)
+                    expected, verifier = begin(answer.headers, len(answer.body))
+                    take(answer.body, verifier)
+                else:
+                    async with http.stream("GET", path + "/operationType/download", what) as resp:
+                        size = resp.content_length
+                        if size is None:
+                            raise APIError(f"distribution {path}: the server gave no Content-Length")
+                        expected, verifier = begin(resp.headers, size)
+                        async for chunk in resp.content.iter_chunked(CHUNK):
+                            take(chunk, verifier)
                 if got != size:
                     raise Retryable(f"{what}: the connection closed after {got} of {size} bytes")
                 return expected, verifier.result()
