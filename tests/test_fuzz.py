@@ -11,7 +11,8 @@ pinned to ones that exist (the test's own), so that queries, headers and bodies 
 behind the lookups; uploads also get cases whose Digest matches their body.
 
 The budget is fixed and the generation derandomized, so CI runs the same requests every time:
-EXAMPLES cases per operation (every one but the endless event stream, which tests/test_events.py covers) on a server with authentication and a smaller share on
+EXAMPLES cases per operation (every one but the endless event stream, which tests/test_events.py
+covers) on a server with authentication and a smaller share on
 a --no-auth one: about a minute of CPU, half a minute on 2 cores. No shrinking phase: a failure is reported as the first
 failing request, with a curl command that replays it. By hand, FUSIONSYNC_FUZZ_EXAMPLES=500 (say)
 fuzzes deeper, with fresh random data on every run.

@@ -119,7 +119,9 @@ def test_openapi_is_served_without_a_token(server: RunningServer) -> None:
     answer = server.request("GET", "/api/v1/openapi.json", auth=False)
     assert answer.status == 200 and answer.headers["Content-Type"].startswith("application/json")
     assert answer.json() == document()
-    assert len(document()["paths"]) >= 35 and {"Identifier", "DatasetBody", "Event"} <= set(document()["components"]["schemas"])
+    assert len(document()["paths"]) >= 35 and {"Identifier", "DatasetBody", "Event"} <= set(
+        document()["components"]["schemas"]
+    )
     assert server.request("GET", "/api/v1/catalogs", auth=False).status == 401
 
 

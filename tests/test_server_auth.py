@@ -179,7 +179,7 @@ def test_tokens_last_long_enough_for_the_sdk_and_survive_a_restart(tmp_path: Pat
 def test_no_auth_accepts_calls_without_tokens(open_server: RunningServer) -> None:
     srv = open_server
     assert srv.request("POST", "/api/v1/catalogs/cat", json_body={}, auth=False).status == 201
-    assert srv.request("PUT", "/api/v1/catalogs/cat/datasets/D", json_body={}, auth=False).status == 201
+    assert srv.request("POST", "/api/v1/catalogs/cat/datasets/D", json_body={}, auth=False).status == 201
     dist = "/api/v1/catalogs/cat/datasets/D/datasetseries/s/distributions/csv"
     assert srv.request("PUT", dist, body=b"hello", headers=HELLO, auth=False).status == 200
     assert srv.request("GET", dist + "/operationType/download", auth=False).body == b"hello"

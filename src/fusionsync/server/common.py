@@ -116,8 +116,8 @@ async def json_body(request: web.Request, model: Any) -> Any:
             raise ApiError(413, too_large) from exc
     try:
         data = msgspec.json.decode(raw) if raw.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc or 'nested too deeply'}") from exc
     try:
         msgspec.convert(data, model, strict=True)
     except msgspec.ValidationError as exc:

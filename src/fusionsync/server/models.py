@@ -72,7 +72,7 @@ class ProductBody(Metadata):
 class DatasetBody(Metadata):
     """A dataset's metadata; `product` links the dataset to those products (which must exist)."""
 
-    is_raw_data: bool | None = None
+    is_raw_data: bool = True
     product: Names = None
 
 

@@ -153,8 +153,6 @@ async def put_dataset(request: web.Request) -> web.Response:
     for product in products:
         if store.product(catalog, product) is None:
             raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
-    if body.get("isRawData", True) is None:
-        body = {k: v for k, v in body.items() if k != "isRawData"}  # the SDK sends null for "not said"
     meta = merge({**DATASET_DEFAULTS, "title": dataset, **(existing or {})}, body, dataset, "dataset")
     store.put_dataset(catalog, dataset, meta)
     for product in products:
