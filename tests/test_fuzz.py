@@ -47,10 +47,16 @@ DEEP = int(os.environ.get("FUSIONSYNC_FUZZ_EXAMPLES", "0"))
 EXAMPLES = {"auth": DEEP or 25, "no-auth": DEEP or 6}
 """Cases per operation on each server (shared by the shapes and generation modes)."""
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-PINNED_ELSEWHERE: dict[tuple[str, str], dict[str, Any]] = {
-    ("GET", "/api/v1/catalogs/{catalog}/datasets/changes"): {"query": {"datasets": "D"}},
-    ("PUT", "/api/v1/catalogs/{catalog}/productDatasets"): {"body": {"product": "P", "datasets": ["D"]}},
-    ("POST", "/api/v1/catalogs/{catalog}/productDatasets"): {"body": {"product": "P", "datasets": ["D"]}},
+PINNED_ELSEWHERE: dict[tuple[str, str], Callable[[str], dict[str, Any]]] = {
+    ("GET", "/api/v1/catalogs/{catalog}/datasets/changes"): lambda c: {"query": {"datasets": "D"}},
+    ("PUT", "/api/v1/catalogs/{catalog}/productDatasets"): lambda c: {"body": {"product": "P", "datasets": ["D"]}},
+    ("POST", "/api/v1/catalogs/{catalog}/productDatasets"): lambda c: {"body": {"product": "P", "datasets": ["D"]}},
+    ("PUT", "/api/v1/catalogs/{catalog}/datasets/{dataset}/attributes/{attribute}"): lambda c: {
+        "body": {"identifier": "a", "index": 1}
+    },
+    ("POST", "/api/v1/catalogs/{catalog}/datasets/{dataset}/lineage"): lambda c: {
+        "body": {"source": [{"catalog": c, "dataset": "D"}]}
+    },
 }
 """Operations whose resources are named in the query or the body, not the path."""
 _serial = itertools.count()
@@ -90,11 +96,14 @@ def seed(server: RunningServer, catalog: str) -> dict[str, str]:
     server.create_dataset(catalog, "D")
     server.create_product(catalog, "P", ["D"])
     assert server.upload(catalog, "D", "s", "csv", b"a,b\n1,2\n").status == 200
-    return {"catalog": catalog, "product": "P", "dataset": "D", "series": "s", "format": "csv"}
+    assert server.upload(catalog, "D", "sample", "csv", b"a,b\n1,2\n").status == 200  # the dataset's sample
+    attribute = server.api("PUT", f"catalogs/{catalog}/datasets/D/attributes/a", json_body={"identifier": "a"})
+    assert attribute.status in (200, 201), attribute.body
+    return {"catalog": catalog, "product": "P", "dataset": "D", "series": "s", "format": "csv", "attribute": "a"}
 
 
-def new_operation(server: RunningServer, catalog: str) -> str:
-    url = f"catalogs/{catalog}/datasets/D/datasetseries/s/distributions/csv/operationType/upload"
+def new_operation(server: RunningServer, catalog: str, series: str = "datasetseries/s") -> str:
+    url = f"catalogs/{catalog}/datasets/D/{series}/distributions/csv/operationType/upload"
     answer = server.api("POST", url)
     assert answer.status == 200, answer.body
     return str(answer.json()["operationId"])
@@ -122,7 +131,8 @@ def pinned_parts(fuzzed: Fuzzed, op: Operation, catalog: str) -> tuple[dict[str,
     if op.needs_fusion_token:
         headers["Fusion-Authorization"] = f"Bearer {server.fusion_token(catalog, 'D')}" if server.auth else "Bearer -"
     if op.path.endswith("/operations/upload"):
-        pinned["query"] = {"operationId": new_operation(server, catalog)}
+        series = "sample" if "/sample/" in op.path else "datasetseries/s"
+        pinned["query"] = {"operationId": new_operation(server, catalog, series)}
     return pinned, headers
 
 
@@ -145,7 +155,7 @@ def strategy(fuzzed: Fuzzed, op: Operation, catalog: str) -> st.SearchStrategy[C
     """Valid and invalid cases, with every part generated or with the resources pinned to the test's own."""
     pinned, headers = pinned_parts(fuzzed, op, catalog)
     api_op = fuzzed.schema[op.path][op.method]
-    elsewhere = PINNED_ELSEWHERE.get((op.method, op.path), {})
+    elsewhere = PINNED_ELSEWHERE.get((op.method, op.path), lambda c: {})(catalog)
     shapes = [
         api_op.as_strategy(GenerationMode.POSITIVE, headers=headers),
         api_op.as_strategy(GenerationMode.POSITIVE, headers=headers, **pinned, **elsewhere),

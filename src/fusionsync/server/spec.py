@@ -83,7 +83,7 @@ class Op:
         codes = set(self.answers) | set(self.errors)
         if not self.is_open:
             codes.add(401)
-        if self.path_params or self.params or self.bodies:
+        if self.path_params or self.params or self.bodies or self.paged:
             codes.add(400)
         if self.bodies:
             codes.add(413)
