@@ -51,7 +51,8 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         if request.method == "HEAD":
             return answer
         first = b"retry: 1000\n\n" + (b"" if covered else notice("ResetNotification", catalog))
-        await answer.write(first + b"".join(backlog))
+        here = f"id: {hub.boot}-{seq}\n\n".encode()  # where this stream starts: a reconnection resumes from it
+        await answer.write(first + b"".join(backlog) + here)
         beat = state(request).config.heartbeat_seconds
         while True:
             try:
