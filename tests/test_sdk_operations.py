@@ -66,8 +66,9 @@ def test_latest_and_date_ranges_download_to_df_and_to_table(fusion: Any, cat: st
     for day in ("20240101", "20240102", "20240103"):
         put(fusion, tmp_path, cat, "D", day, f"day,value\n{day},{day[-1]}\n".encode())
     out = tmp_path / "latest"
-    res = fusion.download("D", dataset_format="csv", catalog=cat, show_progress=False, download_folder=str(out),
-                          return_paths=True)  # dt_str="latest", the default
+    res = fusion.download(
+        "D", dataset_format="csv", catalog=cat, show_progress=False, download_folder=str(out), return_paths=True
+    )  # dt_str="latest", the default
     assert [Path(r[1]).name for r in res if r[0]] == [f"D__{cat}__20240103.csv"]
     frame = fusion.to_df("D", dataset_format="csv", catalog=cat, show_progress=False)
     assert list(frame["value"]) == [3]
