@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fusionsync.client import FusionFileSystem
 from tests.helpers import start_server
+
+from fusionsync.client import FusionFileSystem
 
 
 async def measure(uploads: int) -> tuple[list[float], list[float]]:

@@ -34,7 +34,7 @@ class MsgspecDataset(msgspec.Struct, omit_defaults=True):
     identifier: str | None = None
     title: str | None = None
     description: str | None = None
-    isRawData: bool | None = None  # noqa: N815
+    isRawData: bool | None = None
     product: list[str] | None = None
     extra: dict[str, Any] = {}
 
@@ -75,7 +75,7 @@ def main() -> None:
         identifier: str | None = None
         title: str | None = None
         description: str | None = None
-        isRawData: bool | None = None  # noqa: N815
+        isRawData: bool | None = None
         product: list[str] | None = None
 
     def with_pydantic() -> bytes:

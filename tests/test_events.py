@@ -4,7 +4,9 @@ second; a reconnection resumes after the last event; the official SDK's listen_t
 from __future__ import annotations
 
 import asyncio
-import threading
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,30 +117,38 @@ def test_subscribing_answers_like_every_operation(server: RunningServer) -> None
         asyncio.run(missing())
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
-def test_the_sdk_listen_to_events_sees_created_replaced_and_deleted(
-    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fusion import Fusion
-    from fusion.credentials import FusionCredentials
+LISTENER = """
+import json, os, sys, time, warnings
+warnings.simplefilter("ignore")
+from fusion import Fusion
+from fusion.credentials import FusionCredentials
+fusion = Fusion(credentials=FusionCredentials.from_file(sys.argv[1]), root_url=sys.argv[2])
+fusion.default_catalog = "cat"  # listen_to_events first reads the default catalog (Fusion's has "common")
+fusion.listen_to_events(catalog="cat")
+time.sleep(1)
+print("listening", flush=True)
+deadline = time.monotonic() + 15
+seen = []
+while time.monotonic() < deadline and len(seen) < 3:
+    time.sleep(0.1)
+    frame = fusion.events
+    seen = [] if frame is None else [t for t in frame["type"] if t != "HeartBeatNotification"]
+frame = fusion.get_events()
+rows = [] if frame is None else frame[frame["type"] != "HeartBeatNotification"]
+print(json.dumps({"types": seen, "datasets": list(rows["dataset"]), "series": list(rows["series"])}), flush=True)
+os._exit(0)  # its listener thread never ends by itself
+"""
 
-    monkeypatch.chdir(tmp_path)
+
+def test_the_sdk_listen_to_events_sees_created_replaced_and_deleted(server: RunningServer, tmp_path: Path) -> None:
     server.create_dataset("cat", "D")
-    fusion = Fusion(credentials=FusionCredentials.from_file(server.credentials_file), root_url=server.root_url)
-    fusion.default_catalog = "cat"  # listen_to_events first reads the default catalog (Fusion's has "common")
-    fusion.listen_to_events(catalog="cat")  # a daemon thread, ended with the test process
-    deadline = time.monotonic() + 3
-    while threading.active_count() < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    server.upload("cat", "D", "20240101", "csv", b"a\n1\n")
-    server.upload("cat", "D", "20240101", "csv", b"a\n2\n")
-    server.api("DELETE", "catalogs/cat/datasets/D/datasetseries/20240101/distributions/csv")
-    seen: list[str] = []
-    while time.monotonic() < deadline + 5 and len(seen) < 3:
-        time.sleep(0.1)
-        frame = fusion.events
-        seen = [] if frame is None else [t for t in frame["type"] if t != "HeartBeatNotification"]
-    assert seen == ["DistributionCreated", "DistributionReplaced", "DistributionDeleted"]
-    frame = fusion.get_events()  # the buffered events, flattened: metaData's fields are columns
-    assert list(frame["dataset"]) == ["D", "D", "D"] and list(frame["series"]) == ["20240101"] * 3
+    # In a process of its own: the SDK's listener is a thread that nothing can stop
+    args = [sys.executable, "-c", LISTENER, str(server.credentials_file), server.root_url]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=tmp_path) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+        server.upload("cat", "D", "20240101", "csv", b"a\n1\n")
+        server.upload("cat", "D", "20240101", "csv", b"a\n2\n")
+        server.api("DELETE", "catalogs/cat/datasets/D/datasetseries/20240101/distributions/csv")
+        seen = json.loads(proc.stdout.readline())
+    assert seen["types"] == ["DistributionCreated", "DistributionReplaced", "DistributionDeleted"]
+    assert seen["datasets"] == ["D"] * 3 and seen["series"] == ["20240101"] * 3  # metaData's fields as columns
