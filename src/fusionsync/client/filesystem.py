@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
@@ -24,6 +25,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK
 
 from fusionsync.client import transfer
 from fusionsync.client.credentials import DEFAULT_ROOT_URL, Credentials, load_credentials
+from fusionsync.client.events import ChangeEvent, subscribe
 from fusionsync.client.files import FusionFile
 from fusionsync.client.http import Http
 from fusionsync.errors import APIError, ChecksumError, NotFoundError, UsageError
@@ -228,6 +230,13 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if not isinstance(value, bool):
             raise APIError(f"dataset {dataset!r}: 'isRawData' is not true or false")
         return value
+
+    def events(self, catalog: str, last_event_id: str | None = None) -> AsyncIterator[ChangeEvent]:
+        """The catalog's change events as they happen (``async for event in fs.events("common")``): every
+        distribution created, replaced or deleted, and ``reset`` when some may have been missed. Reconnects by
+        itself, resuming after the last event (or after ``last_event_id``). Iterate it in the filesystem's
+        loop: create the filesystem with ``asynchronous=True`` inside a running loop."""
+        return subscribe(self.http, catalog, last_event_id)
 
     _dataset_changes = _changes
     changes = dataset_changes = sync_wrapper(_changes)
