@@ -81,13 +81,15 @@ def test_a_reconnection_resumes_after_the_last_event(server: RunningServer) -> N
     assert unknown[0].kind == "reset" and unknown[0].path == ""
 
 
-def test_a_restarted_server_is_reconnected_to_with_a_reset(tmp_path: Path) -> None:
+def test_a_restarted_server_resumes_the_stream_where_it_stopped(tmp_path: Path) -> None:
+    """The log is in the metadata store: a subscriber reconnecting to the restarted server misses nothing."""
     server = start_server(tmp_path / "root")
     server.create_dataset("cat", "D")
     port = server.port
     restarted: list[RunningServer] = []
 
     def restart() -> None:
+        server.upload("cat", "D", "s", "csv", b"before")
         server.stop()
         restarted.append(start_server(tmp_path / "root", port=port))
         restarted[0].upload("cat", "D", "s", "csv", b"after")
@@ -97,7 +99,7 @@ def test_a_restarted_server_is_reconnected_to_with_a_reset(tmp_path: Path) -> No
     finally:
         for srv in restarted:
             srv.stop()
-    assert [(e.kind, e.series) for e in events] == [("reset", ""), ("created", "s")]
+    assert [(e.kind, e.series, e.size) for e in events] == [("created", "s", 6), ("replaced", "s", 5)]
 
 
 def test_subscribing_answers_like_every_operation(server: RunningServer) -> None:

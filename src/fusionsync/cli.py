@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -234,6 +233,34 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     help="Largest single-request upload, in bytes (413 above it). Multipart uploads are bounded by "
     "their 10,000 parts of at most 5 GiB.",
 )
+@click.option(
+    "--metadata",
+    metavar="URL",
+    default="",
+    help="Where the catalog's metadata lives: sqlite:///PATH (default: sqlite:///ROOT/catalog.sqlite) or "
+    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (its schema is created and migrated by the server).",
+)
+@click.option(
+    "--blobs",
+    metavar="FOLDER|URL",
+    default="",
+    help="Where file bytes live: a folder (default: ROOT, under ROOT/blobs) or s3://BUCKET[/PREFIX] (endpoint, "
+    "region and keys from the standard AWS variables and files, AWS_ENDPOINT_URL included).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port; any of them serves any request.",
+)
+@click.option(
+    "--upload-expiry",
+    default=86400,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds after which an unfinished upload with no activity is dropped (an S3 upload is aborted).",
+)
 @click.option("--log-level", default="WARNING", show_default=True, type=click.Choice(LEVELS, case_sensitive=False))
 def serve(
     root: Path,
@@ -244,15 +271,20 @@ def serve(
     page_size: int,
     token_ttl: int,
     max_upload_size: int,
+    metadata: str,
+    blobs: str,
+    workers: int,
+    upload_expiry: int,
     log_level: str,
 ) -> None:
     """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/.
 
-    Metadata lives in ROOT/catalog.sqlite, file blobs under ROOT/blobs. Unless --no-auth is given,
-    a client_credentials.json for the first client is written to ROOT, ready for fusionsync or the
-    official SDK.
+    By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
+    signing key, the clients and the server's lock (a second server on ROOT refuses to start). Unless
+    --no-auth is given, a client_credentials.json for the first client is written to ROOT, ready for
+    fusionsync or the official SDK.
     """
-    from fusionsync.server import ServerConfig, run_server
+    from fusionsync.server import ServeError, ServerConfig, run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
@@ -264,6 +296,10 @@ def serve(
         token_ttl=token_ttl,
         clients=_parse_clients(clients),
         max_upload_bytes=max_upload_size,
+        metadata=metadata,
+        blobs=blobs,
+        workers=workers,
+        upload_expiry=upload_expiry,
     )
 
     def ready(bound: int) -> None:
@@ -272,9 +308,11 @@ def serve(
         sys.stdout.flush()
 
     try:
-        asyncio.run(run_server(config, ready))
+        run(config, ready)
+    except (ServeError, ValueError) as exc:
+        fail(UsageError(str(exc)))
     except OSError as exc:
-        fail(UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}"))
+        fail(UsageError(f"cannot serve from {root}: {exc.strerror or exc}"))
 
 
 @main.command()
