@@ -24,7 +24,7 @@ from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
 from fusionsync.catalog.layout import TEMP_MARK
 from fusionsync.client.http import Http, Retryable, parse_json
 from fusionsync.client.verify import Expected, Verifier
-from fusionsync.errors import APIError, ChecksumError
+from fusionsync.errors import APIError, ChecksumError, NotFoundError
 
 CHUNK = 2**20
 HASH_BLOCK = 8 * 2**20
@@ -350,10 +350,43 @@ async def upload(
 
     await gather_or_cancel([part(i) for i in range(count)])
     whole = b64(hashlib.sha256(b"".join(digests)).digest())
-    await http.call(
-        "POST",
-        f"{path}/operations/upload?operationId={op_id}",
-        what,
-        headers={**headers, "Digest": f"SHA-256={whole}"},
-        json_body={"parts": answers},
-    )
+    await _complete(http, path, op_id, {**headers, "Digest": f"SHA-256={whole}"}, answers, whole)
+
+
+async def _complete(http: Http, path: str, op_id: str, headers: dict[str, str], answers: list[Any], whole: str) -> None:
+    """The completion (retried as every request is). When its answer is lost on the way (the connection broke
+    after the server stored the file), the retry gets the same answer from a server that completes
+    idempotently, or "not found" from one that forgot the finished upload: then the change listing tells
+    whether the file is stored (``whole``, the fsync digest of 5 MiB parts, is what it reports)."""
+    what = f"upload to {path}"
+    try:
+        await http.call(
+            "POST",
+            f"{path}/operations/upload?operationId={op_id}",
+            what,
+            headers=headers,
+            json_body={"parts": answers},
+        )
+    except NotFoundError:
+        if await _stored_digest(http, path) != f"SHA-256={whole}":
+            raise
+
+
+async def _stored_digest(http: Http, path: str) -> str | None:
+    """The digest the change listing gives for the distribution at ``path`` (None when it lists none)."""
+    parts = path.split("/")
+    if len(parts) != 7:  # not catalog/datasets/D/datasetseries/S/distributions/F
+        return None
+    catalog, _, dataset, _, series, _, fmt = parts
+    try:
+        listing = await http.json(
+            f"{catalog}/datasets/changes", f"change listing of {dataset}", params={"datasets": dataset}
+        )
+    except NotFoundError:
+        return None
+    for entry in listing.get("datasets", []) if isinstance(listing, dict) else []:
+        for row in entry.get("distributions", []):
+            values = row.get("values", [])
+            if row.get("key") == f"{dataset}/{series}/distribution.{fmt}" and len(values) > 2:
+                return str(values[2])
+    return None

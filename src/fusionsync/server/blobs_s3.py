@@ -29,6 +29,7 @@ SMALL_READ = 2**16
 UNKNOWN_LENGTH_LIMIT = 64 * 2**20
 """A part sent without a Content-Length is gathered in memory, up to this size."""
 NOT_FOUND = ("NoSuchKey", "404", "NoSuchUpload")
+_SESSION: Any = None
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -46,13 +47,15 @@ def _code(exc: BaseException) -> str:
 
 
 class _Body:
-    """A request body streamed to S3 once, hashed on the way (botocore asks for ``tell``/``seek``)."""
+    """A request body streamed to S3 once, hashed on the way (botocore asks for ``tell``/``seek``). When the
+    request's body fails or ends short, so does the S3 request, and ``failed`` says why."""
 
     def __init__(self, chunks: Chunks, length: int, hasher: Any) -> None:
         self._chunks = chunks.__aiter__()
         self._length = length
         self._hasher = hasher
         self._pos = 0
+        self.failed: BaseException | None = None
 
     def tell(self) -> int:
         return self._pos
@@ -66,12 +69,18 @@ class _Body:
         return self._stream()
 
     async def _stream(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            self._pos += len(chunk)
-            if self._pos > self._length:
-                raise TooLarge(self._length)
-            self._hasher.update(chunk)
-            yield chunk
+        try:
+            async for chunk in self._chunks:
+                self._pos += len(chunk)
+                if self._pos > self._length:
+                    raise TooLarge(self._length)
+                self._hasher.update(chunk)
+                yield chunk
+            if self._pos < self._length:
+                raise ConnectionResetError(f"the request body ended after {self._pos} of {self._length} bytes")
+        except Exception as exc:
+            self.failed = exc
+            raise
 
     async def read(self, size: int = -1) -> bytes:
         try:
@@ -100,11 +109,11 @@ class _S3PartWriter:
         try:
             answer = await self._store.client.upload_part(Bucket=self._store.bucket, Key=self._key, Body=body, **args)
         except Exception as exc:
+            if isinstance(body, _Body) and body.failed is not None:  # the request's body, not S3
+                raise body.failed from None
             if _code(exc) in NOT_FOUND:
                 raise BlobMissing(self._handle) from exc
             raise
-        if isinstance(body, _Body) and body.tell() != length:
-            raise ConnectionError(f"part {self._number} ended after {body.tell()} of {length} bytes")
         return Part(self._number, str(answer["ETag"]), length, b64(hasher.digest()))
 
     async def release(self) -> None:
@@ -133,10 +142,16 @@ class S3Blobs:
 
     @classmethod
     async def open(cls, url: str) -> S3Blobs:
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
+        try:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+        except ImportError as exc:
+            raise ValueError("S3 blobs need aiobotocore: pip install 'fusionsync[s3]'") from exc
 
         bucket, prefix = parse_url(url)
+        global _SESSION  # noqa: PLW0603  (one per process: worker processes inherit it with its models loaded)
+        if _SESSION is None:
+            _SESSION = get_session()
         config = AioConfig(
             request_checksum_calculation="when_required",  # we hash every byte ourselves, once
             response_checksum_validation="when_required",
@@ -144,7 +159,7 @@ class S3Blobs:
             max_pool_connections=64,
         )
         stack = contextlib.AsyncExitStack()
-        client = await stack.enter_async_context(get_session().create_client("s3", config=config))
+        client = await stack.enter_async_context(_SESSION.create_client("s3", config=config))
         try:
             await client.head_bucket(Bucket=bucket)
         except Exception as exc:
@@ -280,7 +295,7 @@ class S3Blobs:
         async with answer["Body"] as body:
             pending: list[bytes] = []
             buffered = 0
-            async for chunk in body.content.iter_chunked(FLUSH_BYTES):
+            async for chunk in body.iter_chunks(FLUSH_BYTES):
                 pending.append(chunk)
                 buffered += len(chunk)
                 if buffered >= 4 * FLUSH_BYTES:
@@ -358,5 +373,5 @@ class _PartChecker:
 async def _stream(body: Any) -> AsyncIterator[bytes]:
     """The chunks of an S3 answer; its connection is released however the reader stops."""
     async with body:
-        async for chunk in body.content.iter_chunked(FLUSH_BYTES):
+        async for chunk in body.iter_chunks(FLUSH_BYTES):
             yield chunk

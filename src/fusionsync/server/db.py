@@ -143,7 +143,10 @@ async def open_database(url: str) -> Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteDatabase(path)
     if scheme in ("postgresql", "postgres"):
-        from fusionsync.server.db_postgres import PostgresDatabase
+        try:
+            from fusionsync.server.db_postgres import PostgresDatabase
+        except ImportError as exc:
+            raise ValueError("PostgreSQL metadata needs asyncpg: pip install 'fusionsync[postgresql]'") from exc
 
         return await PostgresDatabase.connect(url)
     raise ValueError(f"--metadata {url!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")

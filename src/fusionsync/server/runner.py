@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import json
 import logging
@@ -208,6 +209,7 @@ async def _prepare(config: ServerConfig, port: int) -> None:
 
 def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
     """Lock the root, bind the port, serve (``ServeError`` when it cannot)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, on stderr
     lock = lock_root(config.root)
     try:
         sock = listen(config.host, config.port)
