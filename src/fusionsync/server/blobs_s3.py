@@ -149,7 +149,7 @@ class S3Blobs:
             raise ValueError("S3 blobs need aiobotocore: pip install 'fusionsync[s3]'") from exc
 
         bucket, prefix = parse_url(url)
-        global _SESSION  # noqa: PLW0603  (one per process: worker processes inherit it with its models loaded)
+        global _SESSION
         if _SESSION is None:
             _SESSION = get_session()
         config = AioConfig(
