@@ -1,6 +1,8 @@
 """fusionsync against the official SDK's fsync and against the machine's limit, workload by workload.
 
-Run: ``.venv/bin/python -m bench.compare [--scale 1.0] [--runs 3] [--only P1,P2] [--sdk-timeout 600]``.
+Run: ``.venv/bin/python -m bench.compare [--scale 1.0] [--runs 3] [--only P1,P2] [--sdk-timeout 600]
+[--workers N] [--scaled] [--contenders ours,sdk,limit]`` (``--workers``: the server's processes; ``--scaled``:
+its metadata in PostgreSQL and blobs in S3, see ``bench/scaled.py``).
 Starts ``fusionsync serve`` on 127.0.0.1, seeds it, and for each workload runs each contender in a
 fresh process (median wall time of ``--runs``, peak RSS), then prints one table and writes it to
 ``bench/results/latest.json``. The limit is ``curl --parallel`` plus ``sha256sum`` on the same
@@ -10,6 +12,7 @@ URLs and bytes (or a bare scandir+stat walk for P3). ``--scale 0.1`` makes a qui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MiB, big_file
+from bench.scaled import scaled_options, workers_option
 from fusionsync.catalog.digest import file_digests
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.server.process import ServerProcess
@@ -41,11 +45,12 @@ class Row:
 
 
 class Bench:
-    def __init__(self, work: Path, runs: int, sdk_timeout: float) -> None:
+    def __init__(self, work: Path, runs: int, sdk_timeout: float, server_options: list[str]) -> None:
         self.work = work
         self.runs = runs
         self.sdk_timeout = sdk_timeout
-        self.server = ServerProcess(work / "server", "--no-auth").start()
+        self.server = ServerProcess(work / "server", "--no-auth", *server_options).start()
+        self.contenders = {"ours", "sdk", "limit"}
         self.creds = work / "creds.json"
         base = self.server.base
         self.creds.write_text(
@@ -124,7 +129,7 @@ class Bench:
 
     def measure(self, row: Row, contenders: dict[str, Callable[[int], tuple[float, float]]]) -> None:
         """``--runs`` rounds, the contenders interleaved in a rotating order (the machine drifts), medians kept."""
-        names = list(contenders)
+        names = [n for n in contenders if n in self.contenders]
         times: dict[str, list[float]] = {n: [] for n in names}
         peaks: dict[str, list[float]] = {n: [] for n in names}
         given_up: set[str] = set()
@@ -359,12 +364,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6")
     parser.add_argument("--sdk-timeout", type=float, default=900.0)
+    parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
+    parser.add_argument("--scaled", action="store_true", help="metadata in PostgreSQL, blobs in S3 (bench/scaled.py)")
+    parser.add_argument("--contenders", default="ours,sdk,limit", help="which of ours, sdk, limit to run")
     args = parser.parse_args()
     only = set(args.only.split(","))
     s = args.scale
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="fusionsync-bench-", dir=".") as tmp:
-        b = Bench(Path(tmp).resolve(), args.runs, args.sdk_timeout)
+    with tempfile.TemporaryDirectory(prefix="fusionsync-bench-", dir=".") as tmp, contextlib.ExitStack() as stack:
+        options = stack.enter_context(scaled_options(args.workers)) if args.scaled else workers_option(args.workers)
+        b = Bench(Path(tmp).resolve(), args.runs, args.sdk_timeout, options)
+        b.contenders = set(args.contenders.split(","))
         try:
             plan: list[tuple[str, Callable[[], Any]]] = [
                 ("P1", lambda: bulk_workload(b, "P1", "download", 4, int(256 * MiB * s))),

@@ -196,6 +196,23 @@ def test_single_and_multipart_uploads_store_exact_bytes(server: RunningServer) -
 
 
 @pytest.mark.scaled
+@pytest.mark.parametrize("size", [2**20 + 1, 17 * 2**20 + 5])
+def test_a_large_single_request_is_stored_whole(server: RunningServer, size: int) -> None:
+    """Streamed to the store as it arrives (S3: as a multipart upload of its own); the SDK sends such a body
+    with the plain SHA-256 as its Digest."""
+    server.create_dataset("cat", "D")
+    content = os.urandom(size)
+    answer = server.api(
+        "PUT", DIST, body=content, headers={**digest(content), "Content-Type": "application/octet-stream"}
+    )
+    assert answer.status == 200, answer.body
+    assert answer.json()["digest"] == f"SHA-256={fsync_digest_of([content])}"
+    assert server.api("GET", DIST).body == content
+    assert server.api("HEAD", DIST).headers["x-jpmc-checksum"] == sha(content)
+    assert server.temporaries() == [] and len(server.blobs()) == 1
+
+
+@pytest.mark.scaled
 def test_a_new_series_member_appears_with_its_first_distribution(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     member = "catalogs/cat/datasets/D/datasetseries/20240101"

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from fusionsync.catalog.digest import FusionHasher, b64
 from fusionsync.server.store import BlobMissing, Chunks, Content, Part, PartChanged, Written
-from fusionsync.server.streams import FLUSH_BYTES, TooLarge
+from fusionsync.server.streams import FLUSH_BYTES, TooLarge, pieces
 
 CHUNK = 8 * 2**20
 """Size of the S3 parts a large single-request upload is sent in (and so the most it buffers)."""
@@ -184,39 +184,22 @@ class S3Blobs:
         key = self._key(blob)
         hasher = FusionHasher()
         loop = asyncio.get_running_loop()
-        pending: list[bytes] = []
-        buffered = total = 0
         upload: str | None = None
         etags: list[dict[str, Any]] = []
+        held: bytes | None = None  # one piece is held back: the last one may be the only one (a plain PUT)
         try:
-            async for chunk in chunks:
-                total += len(chunk)
-                if total > limit:
-                    raise TooLarge(limit)
-                pending.append(chunk)
-                buffered += len(chunk)
-                if buffered >= CHUNK:
-                    data = b"".join(pending)
-                    pending, buffered = [data[CHUNK:]] if len(data) > CHUNK else [], len(data) - CHUNK
-                    await loop.run_in_executor(None, hasher.update, data[:CHUNK])
-                    if upload is None:
-                        upload = (await self.client.create_multipart_upload(Bucket=self.bucket, Key=key))["UploadId"]
-                    number = len(etags) + 1
-                    part = await self.client.upload_part(
-                        Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=data[:CHUNK]
+            async for piece in pieces(chunks, CHUNK, limit):
+                await loop.run_in_executor(None, hasher.update, piece)
+                if held is not None:
+                    upload = (
+                        upload or (await self.client.create_multipart_upload(Bucket=self.bucket, Key=key))["UploadId"]
                     )
-                    etags.append({"PartNumber": number, "ETag": part["ETag"]})
-            rest = b"".join(pending)
-            hasher.update(rest)
+                    etags.append(await self._part(key, upload, len(etags) + 1, held))
+                held = piece
             if upload is None:
-                await self.client.put_object(Bucket=self.bucket, Key=key, Body=rest)
+                await self.client.put_object(Bucket=self.bucket, Key=key, Body=held or b"")
             else:
-                if rest:
-                    number = len(etags) + 1
-                    part = await self.client.upload_part(
-                        Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=rest
-                    )
-                    etags.append({"PartNumber": number, "ETag": part["ETag"]})
+                etags.append(await self._part(key, upload, len(etags) + 1, held or b""))
                 await self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": etags}
                 )
@@ -225,7 +208,13 @@ class S3Blobs:
             if upload is not None:
                 with contextlib.suppress(Exception):
                     await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
-        return Written(blob, total, hasher.fsync_digest(), hasher.checksum())
+        return Written(blob, hasher.size, hasher.fsync_digest(), hasher.checksum())
+
+    async def _part(self, key: str, upload: str, number: int, data: bytes) -> dict[str, Any]:
+        answer = await self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=data
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
 
     async def read(self, blob: str, start: int, count: int) -> Content:
         if count == 0:

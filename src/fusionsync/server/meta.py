@@ -10,12 +10,12 @@ commit waits for its write-ahead log to reach the disk, and on SQLite a transact
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import time
 from typing import Any
 
+from fusionsync.server.batching import Batcher
 from fusionsync.server.db import Database, Tx, migrate, open_database
 from fusionsync.server.eventlog import EventLog
 from fusionsync.server.meta_attrs import Descriptions
@@ -33,9 +33,7 @@ class SqlMetaStore(Descriptions, Operations, EventLog):
         self.db = db
         self.log_id = log_id
         self.grace = grace
-        self._pending: list[tuple[Commit, asyncio.Future[bool]]] = []
-        self._flushing = False
-        self._flusher: asyncio.Future[None] | None = None
+        self._commits = Batcher(self._commit_batch)
         EventLog.__init__(self)
 
     @classmethod
@@ -178,37 +176,16 @@ class SqlMetaStore(Descriptions, Operations, EventLog):
         return await _distributions(self.db, catalog, dataset, series)
 
     async def commit(self, item: Commit) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if not self._flushing:
-            self._flushing = True
-            self._flusher = asyncio.ensure_future(self._flush())
-        return await future
+        return await self._commits(item)
 
-    async def _flush(self) -> None:
-        """Record every pending commit, in transactions of as many as are waiting."""
-        try:
-            while self._pending:
-                await asyncio.sleep(0)  # the commits ready in this turn of the loop join the batch
-                batch, self._pending = self._pending, []
-                try:
-                    async with self.db.transaction() as tx:
-                        results = [await self._record(tx, item) for item, _ in batch]
-                        await self._append_events(tx, [event for _, event in results if event is not None])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                self._published()
-                for (_, future), (replaced, _) in zip(batch, results, strict=True):
-                    if not future.done():
-                        if replaced is None:
-                            future.set_exception(LookupError("the dataset was deleted meanwhile"))
-                        else:
-                            future.set_result(replaced)
-        finally:
-            self._flushing = False
+    async def _commit_batch(self, items: list[Commit]) -> list[bool | BaseException]:
+        """Record the distributions in one transaction (then wake this process's subscribers)."""
+        async with self.db.transaction() as tx:
+            results = [await self._record(tx, item) for item in items]
+            await self._append_events(tx, [event for _, event in results if event is not None])
+        self._published()
+        gone = LookupError("the dataset was deleted meanwhile")
+        return [gone if replaced is None else replaced for replaced, _ in results]
 
     async def _record(self, tx: Tx, item: Commit) -> tuple[bool | None, tuple[str, Distribution] | None]:
         dist = item.dist

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from fusionsync.server.store import Chunks
@@ -23,9 +23,8 @@ class Hasher(Protocol):
     def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
 
 
-async def receive(chunks: Chunks, write: Callable[[bytes], None], limit: int) -> int:
-    """Stream ``chunks`` into ``write`` (a blocking call: bulk writes run in a thread); the byte count."""
-    loop = asyncio.get_running_loop()
+async def pieces(chunks: Chunks, size: int, limit: int) -> AsyncIterator[bytes]:
+    """The bytes of ``chunks`` in pieces of ``size`` (the last one shorter); ``TooLarge`` past ``limit``."""
     pending: list[bytes] = []
     buffered = total = 0
     async for chunk in chunks:
@@ -34,10 +33,22 @@ async def receive(chunks: Chunks, write: Callable[[bytes], None], limit: int) ->
             raise TooLarge(limit)
         pending.append(chunk)
         buffered += len(chunk)
-        if buffered >= FLUSH_BYTES:
-            await loop.run_in_executor(None, write, b"".join(pending))
-            pending.clear()
-            buffered = 0
-    if pending:
-        write(b"".join(pending))
+        while buffered >= size:
+            data = b"".join(pending)
+            yield data[:size]
+            pending, buffered = [data[size:]], buffered - size
+    if buffered:
+        yield b"".join(pending)
+
+
+async def receive(chunks: Chunks, write: Callable[[bytes], None], limit: int) -> int:
+    """Stream ``chunks`` into ``write`` (a blocking call: writes of a whole piece run in a thread); the count."""
+    loop = asyncio.get_running_loop()
+    total = 0
+    async for piece in pieces(chunks, FLUSH_BYTES, limit):
+        total += len(piece)
+        if len(piece) == FLUSH_BYTES:
+            await loop.run_in_executor(None, write, piece)
+        else:  # the last, short piece: written at once
+            write(piece)
     return total
