@@ -66,6 +66,17 @@ def test_a_second_server_on_a_root_refuses_and_touches_nothing(server: RunningSe
     assert server.api("GET", DIST).body == content
 
 
+def test_a_blob_folder_is_locked_too(tmp_path: Path) -> None:
+    shared = tmp_path / "blobs"
+    first = start_server(tmp_path / "one", "--blobs", str(shared))
+    try:
+        second = serve(tmp_path / "two", "--port", "0", "--blobs", str(shared))
+        assert second.returncode != 0 and "served by another fusionsync server" in second.stderr
+        assert str(shared) in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.stop()
+
+
 def test_a_server_that_cannot_listen_changes_nothing(server: RunningServer, tmp_path: Path) -> None:
     root = tmp_path / "other"
     failed = serve(root, "--port", str(server.port))

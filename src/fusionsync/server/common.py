@@ -74,6 +74,13 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return answer
 
 
+def deleted(identifier: str, found: object = True, missing: str = "") -> web.Response:
+    """The answer to a delete: 404 with ``missing`` when nothing was ``found``."""
+    if found is None or found is False:
+        raise ApiError(404, missing)
+    return json_response({"identifier": identifier, "deleted": True})
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return json_response({"status": status, "message": message, "error": message}, status=status, headers=headers)
 

@@ -180,9 +180,12 @@ class SqlMetaStore(Descriptions, Operations, EventLog):
 
     async def _commit_batch(self, items: list[Commit]) -> list[bool | BaseException]:
         """Record the distributions in one transaction (then wake this process's subscribers)."""
+        order = sorted(range(len(items)), key=lambda i: _key(items[i].dist))  # rows locked in one order
+        results: list[tuple[bool | None, tuple[str, Distribution] | None]] = [(None, None)] * len(items)
         async with self.db.transaction() as tx:
-            results = [await self._record(tx, item) for item in items]
-            await self._append_events(tx, [event for _, event in results if event is not None])
+            for i in order:
+                results[i] = await self._record(tx, items[i])
+            await self._append_events(tx, [event for i in order if (event := results[i][1]) is not None])
         self._published()
         gone = LookupError("the dataset was deleted meanwhile")
         return [gone if replaced is None else replaced for replaced, _ in results]
@@ -283,6 +286,10 @@ class SqlMetaStore(Descriptions, Operations, EventLog):
         async with self.db.transaction() as tx:
             rows = await tx.all("DELETE FROM garbage WHERE due <= ? RETURNING blob", time.time())
         return [b for (b,) in rows]
+
+
+def _key(dist: Distribution) -> tuple[str, str, str, str]:
+    return dist.catalog, dist.dataset, dist.series, dist.format
 
 
 async def _distributions(tx: Tx, catalog: str, dataset: str, series: str | None) -> list[Distribution]:

@@ -11,6 +11,7 @@ from aiohttp import web
 from fusionsync.server import models as m
 from fusionsync.server.common import (
     check_body_identifier,
+    deleted,
     ident,
     json_body,
     json_response,
@@ -90,9 +91,8 @@ async def put_attribute(request: web.Request) -> web.Response:
 async def delete_attribute(request: web.Request) -> web.Response:
     catalog, dataset = await require_dataset(request)
     attribute = ident(request, "attribute")
-    if not await state(request).meta.delete_attribute(catalog, dataset, attribute):
-        raise ApiError(404, f"attribute {attribute!r} not found in dataset {dataset!r}")
-    return json_response({"identifier": attribute, "deleted": True})
+    found = await state(request).meta.delete_attribute(catalog, dataset, attribute)
+    return deleted(attribute, found, f"attribute {attribute!r} not found in dataset {dataset!r}")
 
 
 # -- attributes registered in the catalog ---------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from fusionsync.server import models as m
-from fusionsync.server.common import ident, json_response, paged, require_series, state
+from fusionsync.server.common import deleted, ident, paged, require_series, state
 from fusionsync.server.content import send, wanted_range
 from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import BINARY, Answer, Api, H, Param
@@ -129,7 +129,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 async def delete_distribution(request: web.Request) -> web.Response:
     dist = await _require_distribution(request)
     await state(request).meta.delete(dist.catalog, dist.dataset, dist.series, dist.format)
-    return json_response({"identifier": dist.format, "deleted": True})
+    return deleted(dist.format)
 
 
 @both(

@@ -9,6 +9,7 @@ from aiohttp import web
 from fusionsync.server import models as m
 from fusionsync.server.common import (
     check_body_identifier,
+    deleted,
     ident,
     json_body,
     json_response,
@@ -173,9 +174,8 @@ def _unreserved_dataset(request: web.Request) -> str:
 async def delete_dataset(request: web.Request) -> web.Response:
     _unreserved_dataset(request)
     catalog, dataset = await require_dataset(request)
-    if await state(request).meta.delete(catalog, dataset, whole=True) is None:
-        raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
-    return json_response({"identifier": dataset, "deleted": True})
+    found = await state(request).meta.delete(catalog, dataset, whole=True)
+    return deleted(dataset, found, f"dataset {dataset!r} not found in catalog {catalog!r}")
 
 
 @api.op(
@@ -249,6 +249,5 @@ async def get_series(request: web.Request) -> web.Response:
 )
 async def delete_series(request: web.Request) -> web.Response:
     catalog, dataset, series = await require_series(request)
-    if await state(request).meta.delete(catalog, dataset, series) is None:
-        raise ApiError(404, f"series member {series!r} not found in dataset {dataset!r}")
-    return json_response({"identifier": series, "deleted": True})
+    found = await state(request).meta.delete(catalog, dataset, series)
+    return deleted(series, found, f"series member {series!r} not found in dataset {dataset!r}")

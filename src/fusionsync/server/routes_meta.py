@@ -10,6 +10,7 @@ from aiohttp import web
 from fusionsync.server import models as m
 from fusionsync.server.common import (
     check_body_identifier,
+    deleted,
     ident,
     json_body,
     json_response,
@@ -99,11 +100,9 @@ async def create_catalog(request: web.Request) -> web.Response:
 async def delete_catalog(request: web.Request) -> web.Response:
     catalog = ident(request, "catalog")
     done = await state(request).meta.delete_catalog(catalog)
-    if done is None:
-        raise ApiError(404, f"catalog {catalog!r} not found")
-    if not done:
+    if done is False:
         raise ApiError(409, f"catalog {catalog!r} is not empty: delete its datasets and products first")
-    return json_response({"identifier": catalog, "deleted": True})
+    return deleted(catalog, done, f"catalog {catalog!r} not found")
 
 
 # -- products ------------------------------------------------------------------------
@@ -198,7 +197,7 @@ async def _existing_datasets(request: web.Request, catalog: str, names: list[str
 async def delete_product(request: web.Request) -> web.Response:
     catalog, product, _ = await _require_product(request)
     await state(request).meta.delete_product(catalog, product)
-    return json_response({"identifier": product, "deleted": True})
+    return deleted(product)
 
 
 @api.op(

@@ -48,7 +48,7 @@ class ServeError(Exception):
 
 
 def lock_root(root: Path) -> int:
-    """Lock ``root`` for this server (the returned descriptor holds the lock while it is open)."""
+    """Lock the folder ``root`` for this server (the returned descriptor holds the lock while it is open)."""
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -210,8 +210,11 @@ async def _prepare(config: ServerConfig, port: int) -> None:
 def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
     """Lock the root, bind the port, serve (``ServeError`` when it cannot)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, on stderr
-    lock = lock_root(config.root)
+    locks = [lock_root(config.root)]
     try:
+        folder = Path(config.blobs) if config.blobs and "://" not in config.blobs else None
+        if folder is not None and folder.resolve() != config.root.resolve():
+            locks.append(lock_root(folder))  # a blob folder is swept at start: one server at a time there too
         sock = listen(config.host, config.port)
         with sock:
             if config.workers <= 1:
@@ -220,7 +223,8 @@ def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
                 asyncio.run(_prepare(config, sock.getsockname()[1]))
                 _supervise(config, sock, ready)
     finally:
-        os.close(lock)
+        for fd in locks:
+            os.close(fd)
 
 
 def _supervise(config: ServerConfig, sock: socket.socket, ready: Callable[[int], None]) -> None:
