@@ -71,7 +71,9 @@ class RunningServer(ServerProcess):
             if "distributions" in parts and "Fusion-Authorization" not in hdrs:
                 i = parts.index("catalogs")
                 hdrs["Fusion-Authorization"] = f"Bearer {self.fusion_token(parts[i + 1], parts[i + 3])}"
-        req = urllib.request.Request(self.base + path, data=body, method=method, headers=hdrs)
+        route, mark, query = path.partition("?")  # identifiers may hold spaces and accents: quote the path
+        target = self.base + urllib.parse.quote(route, safe="/%:@") + mark + query
+        req = urllib.request.Request(target, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return Answer(resp.status, dict(resp.headers), resp.read())
