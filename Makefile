@@ -1,20 +1,26 @@
 # fusionsync — the two commands a newcomer needs are `make demo` and `make test`.
+# `make demo` installs the package and its runtime dependencies only; `make test` adds the test tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
 .PHONY: test lint demo bench venv clean
 
-venv: $(STAMP)
+venv: $(DEV)
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUNTIME)
 
-lint: $(STAMP)
+$(DEV): $(RUNTIME)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(DEV)
+
+lint: $(DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -22,10 +28,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/python -m fusionsync demo
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

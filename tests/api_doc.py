@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fusionsync.server.app import openapi_document
+
 OPEN_PATHS = {"/oauth2/token", "/api/v1/openapi.json"}
-SAMPLE_IDS = {"catalog": "cat", "product": "P", "dataset": "A", "series": "s", "format": "csv"}
+SAMPLE_IDS = {"catalog": "cat", "product": "P", "dataset": "A", "series": "s", "format": "csv", "attribute": "a"}
 
 
 @cache
 def document() -> dict[str, Any]:
-    text = resources.files("fusionsync.server").joinpath("openapi.json").read_text(encoding="utf-8")
-    return dict(json.loads(text))
+    """The document the server serves (generated from its declared operations)."""
+    return openapi_document()
 
 
 def resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +68,12 @@ class Operation:
 
 def operations() -> list[Operation]:
     return [Operation(method.upper(), path) for path, ops in document()["paths"].items() for method in ops]
+
+
+def is_stream(op: Operation) -> bool:
+    """An endless answer (the change events): no request-response check can wait for its end."""
+    answer = op.spec["responses"].get("200", {})
+    return "text/event-stream" in answer.get("content", {})
 
 
 def api_operations() -> list[Operation]:

@@ -89,13 +89,17 @@ class RunningServer(ServerProcess):
         assert answer.status in (201, 409), answer.body
 
     def create_dataset(self, catalog: str, dataset: str, raw: bool = False, **meta: Any) -> None:
+        """Create the dataset (and its catalog), or update it when it exists."""
         self.create_catalog(catalog)
-        answer = self.api("PUT", f"catalogs/{catalog}/datasets/{dataset}", json_body={"isRawData": raw, **meta})
+        body = {"isRawData": raw, **meta}
+        answer = self.api("POST", f"catalogs/{catalog}/datasets/{dataset}", json_body=body)
+        if answer.status == 409:
+            answer = self.api("PUT", f"catalogs/{catalog}/datasets/{dataset}", json_body=body)
         assert answer.status in (200, 201), answer.body
 
     def create_product(self, catalog: str, product: str, datasets: list[str]) -> None:
         self.create_catalog(catalog)
-        assert self.api("PUT", f"catalogs/{catalog}/products/{product}", json_body={}).status in (200, 201)
+        assert self.api("POST", f"catalogs/{catalog}/products/{product}", json_body={}).status in (201, 409)
         body = {"product": product, "datasets": datasets}
         answer = self.api("PUT", f"catalogs/{catalog}/productDatasets", json_body=body)
         assert answer.status == 200, answer.body

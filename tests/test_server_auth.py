@@ -11,7 +11,7 @@ import pytest
 
 from fusionsync.catalog.digest import fsync_digest_of
 from fusionsync.server.auth import API, FUSION, TokenAuthority
-from tests.api_doc import Operation, api_operations, internal_errors, watch_for_internal_errors
+from tests.api_doc import Operation, api_operations, internal_errors, is_stream, watch_for_internal_errors
 from tests.helpers import Answer, RunningServer, start_server
 
 HELLO = {"Digest": f"SHA-256={fsync_digest_of([b'hello'])}"}
@@ -23,14 +23,15 @@ def no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def call(server: RunningServer, op: Operation, headers: dict[str, str]) -> Answer:
-    """``op`` on dataset A with exactly ``headers`` (no token added)."""
+    """``op`` on dataset A with exactly ``headers`` (no token added); the endless event stream as HEAD."""
     body = b"hello" if op.method in ("PUT", "POST") else None
-    return server.request(op.method, op.url(), body=body, headers={**HELLO, **headers}, auth=False)
+    method = "HEAD" if is_stream(op) else op.method
+    return server.request(method, op.url(), body=body, headers={**HELLO, **headers}, auth=False)
 
 
 def assert_refused(answer: Answer, op: Operation, why: str) -> None:
     assert answer.status == 401, (str(op), why, answer.status, answer.body[:200])
-    if op.method != "HEAD":
+    if op.method != "HEAD" and not is_stream(op):
         assert answer.json()["message"], (str(op), why)
 
 
@@ -178,7 +179,7 @@ def test_tokens_last_long_enough_for_the_sdk_and_survive_a_restart(tmp_path: Pat
 def test_no_auth_accepts_calls_without_tokens(open_server: RunningServer) -> None:
     srv = open_server
     assert srv.request("POST", "/api/v1/catalogs/cat", json_body={}, auth=False).status == 201
-    assert srv.request("PUT", "/api/v1/catalogs/cat/datasets/D", json_body={}, auth=False).status == 201
+    assert srv.request("POST", "/api/v1/catalogs/cat/datasets/D", json_body={}, auth=False).status == 201
     dist = "/api/v1/catalogs/cat/datasets/D/datasetseries/s/distributions/csv"
     assert srv.request("PUT", dist, body=b"hello", headers=HELLO, auth=False).status == 200
     assert srv.request("GET", dist + "/operationType/download", auth=False).body == b"hello"

@@ -191,6 +191,14 @@ def test_a_completion_listing_the_most_parts_fits_under_the_cap(server: RunningS
     assert refused.status == 400 and refused.json()["message"] == "the upload has no parts", refused.body[:200]
 
 
+def test_a_part_above_5_gib_is_refused_before_it_is_sent(server: RunningServer) -> None:
+    op = server.api("POST", DIST + "/operationType/upload").json()["operationId"]
+    headers = {"Content-Length": str(5 * 2**30 + 1), "Digest": f"SHA-256={fsync_digest_of([b'x'])}"}
+    head = request_head(server, "PUT", f"{DIST}/operations/upload?operationId={op}&partNumber=1", headers)
+    status, body = raw(server, head, b"some of the bytes")
+    assert status == 413 and json.loads(body)["message"] == f"request body is larger than {5 * 2**30} bytes"
+
+
 def test_a_huge_announced_json_body_is_refused_before_it_is_sent(server: RunningServer) -> None:
     head = request_head(server, "PUT", "catalogs/cat/datasets/D", {"Content-Length": str(10**12)})
     status, body = raw(server, head, b'{"title": "')

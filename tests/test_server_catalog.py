@@ -203,14 +203,16 @@ def test_metadata_writes(server: RunningServer) -> None:
     assert updated.status == 200
     dataset = server.api("GET", "catalogs/cat/datasets/D").json()
     assert dataset["description"] == "New" and dataset["title"] == "T" and dataset["isRawData"] is False  # merged
-    assert server.api("PUT", "catalogs/cat/datasets/E", json_body={}).status == 201
+    assert server.api("PUT", "catalogs/cat/datasets/E", json_body={}).status == 404  # an update: as Fusion answers
+    assert server.api("POST", "catalogs/cat/datasets/E", json_body={}).status == 201
     assert server.api("GET", "catalogs/cat/datasets/E").json()["isRawData"] is True  # the default
     assert server.api("POST", "catalogs/cat/products/P", json_body={"title": "Prod"}).status == 201
     assert server.api("POST", "catalogs/cat/products/P", json_body={}).status == 409
     assert server.api("PUT", "catalogs/cat/products/P", json_body={"description": "d"}).status == 200
     product = server.api("GET", "catalogs/cat/products/P").json()
     assert product["title"] == "Prod" and product["description"] == "d" and product["resources"] == []
-    assert server.api("PUT", "catalogs/cat/products/Q", json_body={}).status == 201
+    assert server.api("PUT", "catalogs/cat/products/Q", json_body={}).status == 404
+    assert server.api("POST", "catalogs/cat/products/Q", json_body={}).status == 201
     link = server.api("PUT", "catalogs/cat/productDatasets", json_body={"product": "P", "datasets": ["D", "E"]})
     assert link.status == 200 and link.json() == {"product": "P", "datasets": ["D", "E"]}
     again = server.api("POST", "catalogs/cat/productDatasets", json_body={"product": "P", "datasets": ["D"]})

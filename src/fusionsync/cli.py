@@ -1,4 +1,4 @@
-"""The ``fusionsync`` command: sync, check, ls, serve, demo."""
+"""The ``fusionsync`` command: sync, check, ls, serve, demo (and create/delete, from ``cli_admin``)."""
 
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     show_default=True,
     type=click.IntRange(1),
     help="Largest single-request upload, in bytes (413 above it). Multipart uploads are bounded by "
-    "their 10,000 parts of at most 5 MiB.",
+    "their 10,000 parts of at most 5 GiB.",
 )
 @click.option("--log-level", default="WARNING", show_default=True, type=click.Choice(LEVELS, case_sensitive=False))
 def serve(
@@ -330,3 +330,9 @@ def demo(keep: Path | None) -> None:
 
     os.environ.setdefault("FUSIONSYNC_DEMO", "1")
     sys.exit(run_demo(keep))
+
+
+from fusionsync import cli_admin  # noqa: E402  (its commands use the options above)
+
+for command in cli_admin.commands():
+    main.add_command(command)

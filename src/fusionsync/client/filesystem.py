@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from typing import IO, Any
 
 from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
@@ -24,6 +25,7 @@ from fusionsync.catalog.layout import DistKey
 from fusionsync.catalog.listing import RemoteDistribution, parse_changes
 from fusionsync.client import transfer
 from fusionsync.client.credentials import DEFAULT_ROOT_URL, Credentials, load_credentials
+from fusionsync.client.events import ChangeEvent, subscribe
 from fusionsync.client.files import FusionFile
 from fusionsync.client.http import Http
 from fusionsync.client.sink import FsspecSink
@@ -259,6 +261,13 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     async def delete_distribution(self, key: DistKey) -> None:
         await self._rm_file(key.remote_path)
+
+    def events(self, catalog: str, last_event_id: str | None = None) -> AsyncIterator[ChangeEvent]:
+        """The catalog's change events as they happen (``async for event in fs.events("common")``): every
+        distribution created, replaced or deleted, and ``reset`` when some may have been missed. Reconnects by
+        itself, resuming after the last event (or after ``last_event_id``). Iterate it in the filesystem's
+        loop: create the filesystem with ``asynchronous=True`` inside a running loop."""
+        return subscribe(self.http, catalog, last_event_id)
 
     # Synchronous forms, for scripts.
     changes = dataset_changes = sync_wrapper(list_distributions)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from fusionsync import __version__
 from fusionsync.catalog.names import identifier_problem
-from fusionsync.server import routes_data, routes_meta
+from fusionsync.server import events, models, routes_attrs, routes_data, routes_datasets, routes_meta, routes_upload
 from fusionsync.server.auth import API, FUSION, TokenAuthority, bearer, ensure_client, load_key
 from fusionsync.server.blobs import BlobStore
 from fusionsync.server.common import (
@@ -27,7 +29,9 @@ from fusionsync.server.common import (
     error_response,
     json_response,
 )
+from fusionsync.server.eventlog import EventHub
 from fusionsync.server.meta import MetaStore
+from fusionsync.server.spec import FORM, Answer, Api, Op, document
 
 log = logging.getLogger("fusionsync.server")
 API_PREFIX = "/api/v1/"
@@ -39,6 +43,15 @@ MAX_HEADER_LINE = 8190
 MAX_HEADERS = 128
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+api = Api()
+DESCRIPTION = (
+    "A Fusion-compatible catalog API: catalogs, products, datasets, series members and distributions, with the "
+    "change listing, ranged downloads, verified multipart uploads, attributes, lineage and change events. Paths "
+    "are relative to the server root. Collections are paged: an answer with an x-jpmc-next-token header has more "
+    "pages, asked for by sending that header back. Every error is JSON with a `message`."
+)
+_SERIES_ID_SLASH = re.compile(r"(/datasetseries/[^/?]+)//+")
+"""A series member's ``@id`` ends with ``/`` (as Fusion's does); a URL built by appending to it has ``//``."""
 
 
 def _path_problem(raw_path: str) -> str | None:
@@ -73,6 +86,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = request.app[STATE]
     try:
         if request.path.startswith(API_PREFIX):
+            merged = _SERIES_ID_SLASH.sub(r"\1/", request.raw_path)
+            if merged != request.raw_path:  # read as the one slash it means
+                raise web.HTTPPermanentRedirect(merged)
             try:
                 problem = _path_problem(request.raw_path)
             except UnicodeDecodeError:
@@ -102,6 +118,18 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "internal server error")
 
 
+@api.op(
+    "POST",
+    TOKEN_PATH,
+    "OAuth2 client-credentials grant: an API token",
+    {
+        200: Answer("A token", models.Token),
+        400: Answer("Not a client-credentials grant", models.Error),
+        401: Answer("Unknown client or wrong secret", models.Error),
+    },
+    bodies={FORM: models.TokenRequest},
+    body_required=True,
+)
 async def token_endpoint(request: web.Request) -> web.Response:
     """OAuth2 client-credentials grant: form ``grant_type, client_id, client_secret[, aud]``."""
     st = request.app[STATE]
@@ -121,9 +149,27 @@ async def token_endpoint(request: web.Request) -> web.Response:
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
 
 
+assert routes_upload.FLUSH_BYTES  # its operations are declared on routes_data's table (with their sample twins)
+ROUTES = [api, routes_data.api, routes_meta.api, routes_datasets.api, routes_attrs.api, events.api]
+"""Every operation of the server. Under /api/v1/catalogs/{catalog} routes are tried in order: the data routes
+(one request per file) first."""
+
+
+def operations() -> list[Op]:
+    return [op for table in ROUTES for op in table.ops]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI description of this server, generated from its declared operations and models."""
+    return document(operations(), DESCRIPTION, __version__)
+
+
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+@api.op("GET", API_PREFIX + "openapi.json", "This description", {200: Answer("The OpenAPI document", dict[str, Any])})
 async def openapi(request: web.Request) -> web.Response:
-    text = resources.files("fusionsync.server").joinpath("openapi.json").read_text(encoding="utf-8")
-    return web.Response(text=text, content_type="application/json")
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
 def make_app(config: ServerConfig) -> web.Application:
@@ -140,12 +186,11 @@ def make_app(config: ServerConfig) -> web.Application:
     if swept:
         log.info("removed %d orphaned blobs and temporaries", swept)
     app = web.Application(middlewares=[guard], client_max_size=MAX_JSON_BODY)
-    app[STATE] = State(config, meta, blobs, tokens)
-    app.router.add_post(TOKEN_PATH, token_endpoint)
-    app.router.add_get(API_PREFIX + "openapi.json", openapi)
-    # Routes under /api/v1/catalogs/{catalog} are tried in order: the data routes (one request per file) first.
-    app.add_routes(routes_data.routes)
-    app.add_routes(routes_meta.routes)
+    hub = EventHub()
+    app[STATE] = State(config, meta, blobs, tokens, hub)
+    app[OPENAPI] = json.dumps(openapi_document()).encode()
+    for table in ROUTES:
+        table.register(app)
 
     async def disk_threads(app: web.Application) -> None:
         # Blob commits wait on fsync far more than they use a core: enough threads let many overlap.
@@ -155,7 +200,11 @@ def make_app(config: ServerConfig) -> web.Application:
     async def close(app: web.Application) -> None:
         meta.close()
 
+    async def end_subscriptions(app: web.Application) -> None:
+        hub.close()
+
     app.on_startup.append(disk_threads)
+    app.on_shutdown.append(end_subscriptions)
     app.on_cleanup.append(close)
     return app
 

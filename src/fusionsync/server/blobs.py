@@ -43,6 +43,10 @@ class BlobStore:
         """The temporary file a multipart operation assembles its parts into."""
         return self.tmp / f"op-{op_id}"
 
+    def part_temp(self, op_id: str, number: int) -> Path:
+        """Where a part of a multipart operation that does not fit its 5 MiB slot is kept until completion."""
+        return self.tmp / f"op-{op_id}.{number}"
+
     def commit(self, temp: Path, size: int | None = None) -> str:
         """Flush ``temp`` to disk (truncated to ``size``) and move it into the store."""
         with open(temp, "r+b") as fh:
@@ -90,7 +94,7 @@ class BlobStore:
         """Remove blobs and temporaries nothing refers to (after a crash); return the count."""
         removed = 0
         for path in self.tmp.iterdir():
-            if path.name.startswith("op-") and path.name[3:] in live_operations:
+            if path.name.startswith("op-") and path.name[3:].split(".")[0] in live_operations:
                 continue
             _unlink(path)
             removed += 1

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from fusionsync.catalog.names import identifier_problem
 from fusionsync.server.auth import TokenAuthority
 from fusionsync.server.blobs import BlobStore
+from fusionsync.server.eventlog import EventHub
 from fusionsync.server.meta import MetaStore
 
 NEXT_TOKEN = "x-jpmc-next-token"
@@ -34,6 +35,7 @@ class ServerConfig:
     clients: dict[str, str] | None = None
     max_upload_bytes: int = 64 * 2**30
     blob_grace_seconds: float = 60.0
+    heartbeat_seconds: float = 30.0
 
 
 @dataclass
@@ -44,6 +46,7 @@ class State:
     meta: MetaStore
     blobs: BlobStore
     tokens: TokenAuthority
+    events: EventHub
     receiving: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     """The parts of each multipart upload whose bytes are arriving now."""
     completing: set[str] = field(default_factory=set)
@@ -67,12 +70,14 @@ def state(request: web.Request) -> State:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":")),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+    """A JSON answer. A successful one is sent chunked, without Content-Length, as Fusion does: generic
+    fsspec HTTP clients (the SDK's filesystem among them) take an answer with a length for a file, and
+    one without, typed JSON, for a directory."""
+    answer = web.Response(body=msgspec.json.encode(data), status=status, headers=headers)
+    answer.content_type = "application/json"
+    if status < 300:
+        answer.enable_chunked_encoding()
+    return answer
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -96,25 +101,27 @@ def check_body_identifier(value: Any, kind: str) -> str:
     return value
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object (400 when it is anything else)."""
+async def json_body(request: web.Request, model: Any) -> Any:
+    """The request body as plain JSON, checked against ``model`` (a type of ``server.models``): 400 when it
+    is not JSON or does not fit, 413 when too large. No body reads as ``{}``."""
     if not request.can_read_body:
-        return {}
-    too_large = f"request body is larger than {MAX_JSON_BODY} bytes"
-    if (request.content_length or 0) > MAX_JSON_BODY:  # refused before a byte of it is read
-        raise ApiError(413, too_large)
+        raw = b""
+    else:
+        too_large = f"request body is larger than {MAX_JSON_BODY} bytes"
+        if (request.content_length or 0) > MAX_JSON_BODY:  # refused before a byte of it is read
+            raise ApiError(413, too_large)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:  # chunked or compressed: counted as it is read
+            raise ApiError(413, too_large) from exc
     try:
-        data = json.loads(await request.read(), parse_constant=_no_constant)
-    except web.HTTPRequestEntityTooLarge as exc:  # chunked or compressed: counted as it is read
-        raise ApiError(413, too_large) from exc
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object")
+        data = msgspec.json.decode(raw) if raw.strip() else {}
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc or 'nested too deeply'}") from exc
+    try:
+        msgspec.convert(data, model, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"request body does not fit: {exc}") from exc
     return data
 
 

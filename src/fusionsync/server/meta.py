@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fusionsync.server.meta_attrs import DescriptionStore
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalogs (
     id TEXT PRIMARY KEY, meta TEXT NOT NULL);
@@ -65,6 +67,16 @@ class Distribution:
 
 
 @dataclass(frozen=True, slots=True)
+class SeriesMember:
+    """A series member and the span of dates its uploads declared (None when none did)."""
+
+    identifier: str
+    created: str
+    from_date: str | None
+    to_date: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Part:
     """One received part of a multipart upload."""
 
@@ -82,6 +94,7 @@ class MetaStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self.descriptions = DescriptionStore(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -105,6 +118,18 @@ class MetaStore:
             "INSERT INTO catalogs(id, meta) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET meta=excluded.meta",
             (catalog, json.dumps(meta)),
         )
+
+    def delete_catalog(self, catalog: str) -> bool | None:
+        """Delete an empty catalog: True when deleted, False when it holds datasets or products, None if absent."""
+        with self._db:
+            self._db.execute("BEGIN")
+            if self._one("SELECT 1 FROM catalogs WHERE id=?", catalog) is None:
+                return None
+            for table in ("datasets", "products", "catalog_attributes"):
+                if self._one(f"SELECT 1 FROM {table} WHERE catalog=? LIMIT 1", catalog) is not None:
+                    return False
+            self._db.execute("DELETE FROM catalogs WHERE id=?", (catalog,))
+        return True
 
     # -- products ---------------------------------------------------------------------
     def product(self, catalog: str, product: str) -> dict[str, Any] | None:
@@ -186,6 +211,7 @@ class MetaStore:
                 ("product_datasets", "dataset"),
             ):
                 self._db.execute(f"DELETE FROM {table} WHERE catalog=? AND {col}=?", (catalog, dataset))
+            self.descriptions.forget_dataset(catalog, dataset)
             self._db.execute("DELETE FROM datasets WHERE catalog=? AND id=?", (catalog, dataset))
         return blobs
 
@@ -198,9 +224,27 @@ class MetaStore:
         row = self._one("SELECT created FROM series WHERE catalog=? AND dataset=? AND id=?", catalog, dataset, series)
         return None if row is None else str(row[0])
 
-    def series_list(self, catalog: str, dataset: str) -> list[tuple[str, str]]:
-        sql = "SELECT id, created FROM series WHERE catalog=? AND dataset=? ORDER BY id"
-        return [(s, c) for s, c in self._all(sql, catalog, dataset)]
+    def series_list(self, catalog: str, dataset: str, series: str | None = None) -> list[SeriesMember]:
+        """The series members (or the one named), with the dates their distributions' uploads declared."""
+        sql = (
+            "SELECT s.id, s.created, MIN(d.from_date), MAX(d.to_date) FROM series s LEFT JOIN distributions d "
+            "ON d.catalog=s.catalog AND d.dataset=s.dataset AND d.series=s.id WHERE s.catalog=? AND s.dataset=?"
+        )
+        args: tuple[str, ...] = (catalog, dataset) if series is None else (catalog, dataset, series)
+        if series is not None:
+            sql += " AND s.id=?"
+        return [SeriesMember(*row) for row in self._all(sql + " GROUP BY s.id ORDER BY s.id", *args)]
+
+    def delete_all_series(self, catalog: str, dataset: str) -> list[str]:
+        """Delete every series member of a dataset with its distributions; return the blobs to remove."""
+        with self._db:
+            self._db.execute("BEGIN")
+            key = (catalog, dataset)
+            blobs = [b for (b,) in self._all("SELECT blob FROM distributions WHERE catalog=? AND dataset=?", *key)]
+            self._db.execute("DELETE FROM distributions WHERE catalog=? AND dataset=?", key)
+            self._db.execute("DELETE FROM series WHERE catalog=? AND dataset=?", key)
+            self._touch(catalog, dataset)
+        return blobs
 
     def delete_series(self, catalog: str, dataset: str, series: str) -> list[str] | None:
         with self._db:

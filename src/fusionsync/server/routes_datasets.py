@@ -1,0 +1,274 @@
+"""Dataset and series-member routes, the change listing and the fusion token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from fusionsync.server import models as m
+from fusionsync.server.common import (
+    ApiError,
+    check_body_identifier,
+    ident,
+    json_body,
+    json_response,
+    paged,
+    require_catalog,
+    require_dataset,
+    require_series,
+    state,
+)
+from fusionsync.server.meta import SeriesMember
+from fusionsync.server.routes_meta import linked_names, merge
+from fusionsync.server.spec import Answer, Api, Param
+
+api = Api()
+DATASETS = "/api/v1/catalogs/{catalog}/datasets"
+DATASET = DATASETS + "/{dataset}"
+SERIES = DATASET + "/datasetseries"
+RESERVED_DATASETS = {"changes"}
+NOT_FOUND = frozenset({404})
+
+DATASET_DEFAULTS: dict[str, Any] = {
+    "title": "",
+    "description": "",
+    "category": [],
+    "region": [],
+    "containerType": "Snapshot-Full",
+    "status": "Subscribed",
+    "type": "Source",
+    "coverageStartDate": None,
+    "coverageEndDate": None,
+    "isRawData": True,
+}
+
+
+@api.op("GET", DATASETS, "List datasets", {200: Answer("One page", m.DatasetList)}, paged=True, errors=NOT_FOUND)
+async def list_datasets(request: web.Request) -> web.Response:
+    catalog = require_catalog(request)
+    return paged(request, [_as_seen(meta) for meta in state(request).meta.datasets(catalog)])
+
+
+def _as_seen(meta: dict[str, Any]) -> dict[str, Any]:
+    """A dataset as a client sees it: every authenticated client is entitled to every dataset."""
+    return {**meta, "status": "Subscribed"}
+
+
+@api.op(
+    "GET",
+    DATASETS + "/changes",
+    "The change listing: every distribution of the datasets with its size and fsync digest",
+    {200: Answer("The listing (an empty `datasets` list when there are no distributions)", m.Changes)},
+    params=(
+        Param(
+            "datasets",
+            "query",
+            m.Identifier,
+            required=True,
+            description="Dataset identifiers separated by commas.",
+        ),
+    ),
+    errors=NOT_FOUND,
+)
+async def changes(request: web.Request) -> web.Response:
+    """The change listing: every distribution of the named datasets with size and digest."""
+    catalog = require_catalog(request)
+    if not request.query.get("datasets"):
+        raise ApiError(400, "query parameter 'datasets' is required")
+    wanted = [check_body_identifier(d, "dataset") for d in request.query["datasets"].split(",")]
+    store = state(request).meta
+    out = []
+    for dataset in wanted:
+        modified = store.dataset_modified(catalog, dataset)
+        if modified is None:
+            raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
+        dists = store.distributions(catalog, dataset)
+        if not dists:
+            continue
+        rows = [
+            {
+                "key": f"{dataset}/{d.series}/distribution.{d.format}",
+                "values": [
+                    d.modified,
+                    str(d.size),
+                    f"SHA-256={d.digest}",
+                    catalog,
+                    dataset,
+                    d.series,
+                    d.format,
+                    "fusionsync",
+                    d.blob,
+                ],
+            }
+            for d in dists
+        ]
+        out.append({"key": dataset, "lastModified": modified, "distributions": rows})
+    return json_response({"datasets": out})
+
+
+@api.op(
+    "GET",
+    DATASET,
+    "A dataset's metadata (isRawData, ...) with its sub-collections",
+    {200: Answer("The dataset", m.Dataset)},
+    errors=NOT_FOUND,
+)
+async def get_dataset(request: web.Request) -> web.Response:
+    catalog, dataset = require_dataset(request)
+    meta = state(request).meta.dataset(catalog, dataset) or {}
+    return json_response({**_as_seen(meta), "resources": [{"identifier": "datasetseries"}]})
+
+
+DATASET_BODY = {"bodies": {"application/json": m.DatasetBody}}
+
+
+@api.op(
+    "POST",
+    DATASET,
+    "Create a dataset (and add it to the products its `product` field names)",
+    {201: Answer("Created", m.DatasetMetadata)},
+    errors=frozenset({404, 405, 409}),
+    **DATASET_BODY,
+)
+@api.op(
+    "PUT",
+    DATASET,
+    "Update a dataset (the body's fields are merged into its metadata; 404 when missing)",
+    {200: Answer("Updated", m.DatasetMetadata)},
+    errors=frozenset({404, 405}),
+    **DATASET_BODY,
+)
+async def put_dataset(request: web.Request) -> web.Response:
+    catalog = require_catalog(request)
+    dataset = _unreserved_dataset(request)
+    body = await json_body(request, m.DatasetBody)
+    store = state(request).meta
+    existing = store.dataset(catalog, dataset)
+    if request.method == "POST" and existing is not None:
+        raise ApiError(409, f"dataset {dataset!r} already exists in catalog {catalog!r}")
+    if request.method == "PUT" and existing is None:
+        raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
+    products = linked_names(body, "product")
+    for product in products:
+        if store.product(catalog, product) is None:
+            raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
+    meta = merge({**DATASET_DEFAULTS, "title": dataset, **(existing or {})}, body, dataset, "dataset")
+    store.put_dataset(catalog, dataset, meta)
+    for product in products:
+        store.link_product_datasets(catalog, product, [dataset])
+    return json_response(meta, status=201 if existing is None else 200)
+
+
+def _unreserved_dataset(request: web.Request) -> str:
+    """The dataset of the URL, which must not be ``changes``: that URL is the change listing's (GET only)."""
+    dataset = ident(request, "dataset")
+    if dataset in RESERVED_DATASETS:
+        reason = f"dataset identifier {dataset!r} is reserved"
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"], reason=reason)
+    return dataset
+
+
+@api.op(
+    "DELETE",
+    DATASET,
+    "Delete a dataset with its series members, distributions, attributes and lineage",
+    {200: Answer("Deleted", m.Deleted)},
+    errors=frozenset({404, 405}),
+)
+async def delete_dataset(request: web.Request) -> web.Response:
+    _unreserved_dataset(request)
+    catalog, dataset = require_dataset(request)
+    st = state(request)
+    dists = st.meta.distributions(catalog, dataset)
+    for blob in st.meta.delete_dataset(catalog, dataset) or []:
+        st.blobs.remove_later(blob, st.config.blob_grace_seconds)
+    for dist in dists:
+        st.events.distribution_deleted(dist)
+    return json_response({"identifier": dataset, "deleted": True})
+
+
+@api.op(
+    "GET",
+    DATASET + "/authorize/token",
+    "A fusion token that opens this dataset's distributions (send it as Fusion-Authorization: Bearer ...)",
+    {200: Answer("The token", m.Token)},
+    errors=NOT_FOUND,
+)
+async def fusion_token(request: web.Request) -> web.Response:
+    """A fusion token that opens the distributions of this one dataset."""
+    catalog, dataset = require_dataset(request)
+    tokens = state(request).tokens
+    subject = request.get("client", "anonymous")
+    token = tokens.issue(str(subject), "fusion", f"{catalog}/{dataset}")
+    return json_response({"access_token": token, "token_type": "Bearer", "expires_in": tokens.ttl})
+
+
+# -- series members --------------------------------------------------------------------
+
+
+@api.op("GET", SERIES, "List series members", {200: Answer("One page", m.SeriesList)}, paged=True, errors=NOT_FOUND)
+async def list_series(request: web.Request) -> web.Response:
+    catalog, dataset = require_dataset(request)
+    return paged(request, [series_meta(s) for s in state(request).meta.series_list(catalog, dataset)])
+
+
+def series_meta(member: SeriesMember) -> dict[str, Any]:
+    """A series member as Fusion lists it: ``@id`` is relative, with a trailing slash (the SDK strips it)."""
+    return {
+        "identifier": member.identifier,
+        "title": member.identifier,
+        "createdDate": member.created,
+        "fromDate": member.from_date or member.identifier,
+        "toDate": member.to_date or member.identifier,
+        "@id": f"{member.identifier}/",
+    }
+
+
+@api.op(
+    "DELETE",
+    SERIES,
+    "Delete every series member of a dataset with their distributions",
+    {200: Answer("Deleted", m.Counted)},
+    errors=NOT_FOUND,
+)
+async def delete_all_series(request: web.Request) -> web.Response:
+    catalog, dataset = require_dataset(request)
+    st = state(request)
+    dists = st.meta.distributions(catalog, dataset)
+    for blob in st.meta.delete_all_series(catalog, dataset):
+        st.blobs.remove_later(blob, st.config.blob_grace_seconds)
+    for dist in dists:
+        st.events.distribution_deleted(dist)
+    return json_response({"count": len(dists)})
+
+
+@api.op(
+    "GET",
+    SERIES + "/{series}",
+    "A series member with its sub-collections",
+    {200: Answer("The series member", m.Item)},
+    errors=NOT_FOUND,
+)
+async def get_series(request: web.Request) -> web.Response:
+    catalog, dataset, series = require_series(request)
+    (member,) = state(request).meta.series_list(catalog, dataset, series)
+    return json_response({**series_meta(member), "resources": [{"identifier": "distributions"}]})
+
+
+@api.op(
+    "DELETE",
+    SERIES + "/{series}",
+    "Delete a series member with its distributions",
+    {200: Answer("Deleted", m.Deleted)},
+    errors=NOT_FOUND,
+)
+async def delete_series(request: web.Request) -> web.Response:
+    catalog, dataset, series = require_series(request)
+    st = state(request)
+    dists = st.meta.distributions(catalog, dataset, series)
+    for blob in st.meta.delete_series(catalog, dataset, series) or []:
+        st.blobs.remove_later(blob, st.config.blob_grace_seconds)
+    for dist in dists:
+        st.events.distribution_deleted(dist)
+    return json_response({"identifier": series, "deleted": True})
