@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,11 @@ def start_server(root: Path, *args: str, auth: bool = True, port: int = 0) -> Ru
     server = RunningServer(root, *args, auth=auth, port=port)
     server.start()
     return server
+
+
+def wait_for(condition: Callable[[], bool], what: str = "a condition", timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

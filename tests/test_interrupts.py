@@ -18,7 +18,7 @@ from typing import IO
 import pytest
 
 from fusionsync.catalog.layout import local_relative_path
-from tests.helpers import RunningServer
+from tests.helpers import RunningServer, wait_for
 from tests.proxy import Proxy
 from tests.sync_fixtures import local_files, payload, seed
 
@@ -58,13 +58,6 @@ def proxied_credentials(server: RunningServer, proxy: Proxy, tmp_path: Path) -> 
     creds = tmp_path / "proxied.json"
     creds.write_text(json.dumps(server.credentials() | {"root_url": proxy.base + "/api/v1/"}))
     return creds
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def read_line(stream: IO[str] | None) -> str:

@@ -10,15 +10,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fusionsync import FusionFileSystem
 from fusionsync.catalog.layout import TEMP_MARK, local_relative_path
-from tests.helpers import RunningServer
+from tests.helpers import RunningServer, wait_for
 from tests.proxy import Proxy
 from tests.s3 import s3_filesystem
 from tests.sync_fixtures import payload, remote_bytes, seed
@@ -29,13 +27,6 @@ SIZE = 12 * 2**20  # three parts of an S3 multipart upload (s3fs writes 5 MiB bl
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUSIONSYNC_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def objects(endpoint: str, bucket: str) -> dict[str, bytes]:
@@ -118,7 +109,8 @@ def test_a_download_into_s3_counts_bytes_as_s3_takes_them(
 def test_kill_9_mid_transfer_leaves_no_scratch_file_and_the_next_pass_converges(
     server: RunningServer, s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
-    keys = seed(server, "cat", {"A": {"20240101": ["csv"], "20240102": ["csv"]}}, size=SIZE)
+    size = 2**20  # one PUT each: the one held by the proxy is killed in flight
+    keys = seed(server, "cat", {"A": {"20240101": ["csv"], "20240102": ["csv"]}}, size=size)
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     args = [
@@ -126,7 +118,7 @@ def test_kill_9_mid_transfer_leaves_no_scratch_file_and_the_next_pass_converges(
         "--catalog", "cat", "--dataset", "A", "--credentials", str(server.credentials_file),
         "--log-path", str(tmp_path), "--once", "--no-progress",
     ]  # fmt: skip
-    with Proxy(s3_endpoint, lambda method, path: method == "PUT", delay=2) as proxy:
+    with Proxy(s3_endpoint, lambda method, path: method == "PUT", delay=1) as proxy:
         env = {**os.environ, "TMPDIR": str(scratch), "AWS_ENDPOINT_URL": proxy.base}
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for(lambda: proxy.seen.in_flight > 0)
@@ -135,7 +127,7 @@ def test_kill_9_mid_transfer_leaves_no_scratch_file_and_the_next_pass_converges(
     assert list(scratch.iterdir()) == []
     done = subprocess.run(args, env={**os.environ, "TMPDIR": str(scratch)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert objects(s3_endpoint, s3_bucket) == {f"m/{local_relative_path(k)}": payload(k, SIZE) for k in keys}
+    assert objects(s3_endpoint, s3_bucket) == {f"m/{local_relative_path(k)}": payload(k, size) for k in keys}
     upload = [*args[:4], "upload", *args[5:]]
     s3_filesystem(s3_endpoint).pipe(f"{s3_bucket}/m/{local_relative_path(keys[1])}", b"edited")
     sent = subprocess.run(upload, env={**os.environ, "TMPDIR": str(scratch)}, capture_output=True, text=True)

@@ -114,7 +114,8 @@ def test_emptying_a_dataset_needs_to_be_asked_for(server: RunningServer, fs: Fus
     args += ["--delete", "--once", "--credentials", str(server.credentials_file), "--log-path", str(tmp_path)]
     refused = cli(*args)
     assert refused.returncode == 5 and "--allow-delete-all" in refused.stderr and len(listed(server)) == 2
-    assert cli(*args, "--max-delete", "1").returncode == 5  # a limit below what it would delete
+    with pytest.raises(DeleteRefused, match="more than --max-delete 1"):  # a limit below what it would delete
+        once(fs, empty, datasets=["A", "B"], direction="upload", delete=True, max_delete=1)
     allowed = cli(*args, "--allow-delete-all", "--json")
     assert allowed.returncode == 0, allowed.stderr
     assert sorted(json.loads(allowed.stdout)["deleted"]) == sorted(k.remote_path for k in keys[:2])
@@ -235,9 +236,11 @@ def test_check_with_checksum_finds_a_flipped_byte_whose_time_was_restored(
 ) -> None:
     (key,) = seed(server, "cat", {"A": {"20240101": ["csv"]}})
     root = tmp_path / "mirror"
+    fs = FusionFileSystem(credentials=str(server.credentials_file))
+    assert once(fs, root, direction="download").ok
+    fs.close()
     args = ["download", "--local-path", str(root), "--catalog", "cat", "--dataset", "A"]
     args += ["--credentials", str(server.credentials_file), "--log-path", str(tmp_path)]
-    assert cli("sync", *args, "--once").returncode == 0
     path = root / local_relative_path(key)
     st = path.stat()
     data = bytearray(path.read_bytes())

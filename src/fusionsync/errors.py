@@ -21,7 +21,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "everything is in sync",
     EXIT_FAILED: "items failed or were kept as conflicts (or a pass failed as a whole)",
     EXIT_USAGE: "bad usage: an option, a path or an identifier is wrong",
-    EXIT_AUTH: "authentication failed: credentials missing, malformed or refused",
+    EXIT_AUTH: "authentication failed: credentials malformed or refused",
     EXIT_LOCKED: "another sync holds the local folder",
     EXIT_DELETE_REFUSED: "a delete limit refused the pass (--max-delete, or every distribution of a dataset)",
     EXIT_SIGINT: "interrupted by Ctrl+C (SIGINT); the pass stopped cleanly",
