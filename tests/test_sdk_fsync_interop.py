@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -175,6 +176,8 @@ def test_a_mirror_the_sdk_made_is_adopted_without_a_false_conflict(server: Runni
     first = {local_relative_path(k): payload(k) for k in keys}
     run_sdk_fsync_until(server, "download", theirs, lambda: local_files(theirs) == first)
     changed, edited, same = keys[:2], keys[2], keys[3]
+    copied = tmp_path / "copied"
+    shutil.copytree(theirs, copied)  # a copy that keeps the files' times (cp -a, rsync -a)
     wait_for_the_next_second(theirs)
     (theirs / local_relative_path(edited)).write_bytes(b"edited here, after the server's version")
     for key in changed:  # upstream, after the SDK's pass
@@ -200,3 +203,5 @@ def test_a_mirror_the_sdk_made_is_adopted_without_a_false_conflict(server: Runni
     ]
     assert (backup / local_relative_path(edited)).read_bytes() == b"edited here, after the server's version"
     assert sync_once(fs, theirs, tmp_path, datasets=["A"], direction="download").transferred == []
+    from_copy = sync_once(fs, copied, tmp_path, datasets=["A"], direction="download")
+    assert from_copy.ok and sorted(from_copy.transferred) == sorted(local_relative_path(k) for k in changed)
