@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import RunningServer, start_server
+from tests.s3 import s3_bucket, s3_endpoint
+
+__all__ = ["s3_bucket", "s3_endpoint"]  # S3 fixtures (tests/s3.py), for every test module
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,8 +70,9 @@ class Proxy(BackgroundServer):
                 await asyncio.sleep(self.delay)
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
             body = await request.read()
+            data = io.BytesIO(body) if len(body) > 2**20 else body or None  # aiohttp warns of large bytes bodies
             async with self._session.request(
-                request.method, self.upstream + request.path_qs, headers=headers, data=body or None
+                request.method, self.upstream + request.path_qs, headers=headers, data=data
             ) as upstream:
                 response = web.StreamResponse(status=upstream.status)
                 for key, value in upstream.headers.items():

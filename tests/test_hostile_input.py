@@ -134,5 +134,5 @@ def test_bad_credentials_files_are_one_line(tmp_path: Path) -> None:
         creds = tmp_path / "creds.json"
         creds.write_text(content)
         done = cli("ls", "--credentials", str(creds))
-        assert done.returncode == 1 and done.stderr.startswith("fusionsync: error:"), done.stderr
+        assert done.returncode == 3 and done.stderr.startswith("fusionsync: error:"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
