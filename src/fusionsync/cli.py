@@ -79,7 +79,12 @@ def make_fusion_fs(credentials: str, root_url: str | None) -> Any:
 def sync_options(fn: F) -> F:
     options = [
         click.argument("direction", type=click.Choice(["upload", "download"])),
-        click.option("--local-path", default="", help="Local root (a folder or an fsspec URL such as s3://bucket/)."),
+        click.option(
+            "--local-path",
+            default="",
+            help="Local root (a folder or an fsspec URL such as s3://bucket/). A download makes the folder if "
+            "missing, but not the folders above it; an upload needs it to exist.",
+        ),
         click.option("--catalog", default="common", show_default=True, help="Fusion catalog."),
         click.option("--dataset", "datasets", multiple=True, help="Dataset to sync (repeatable)."),
         click.option("--product", "products", multiple=True, help="Product whose datasets to sync (repeatable)."),

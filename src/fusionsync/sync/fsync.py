@@ -50,12 +50,19 @@ def root_id(fs_local: Any, root: str) -> str:
 
 def check_root(fs_local: Any, root: str, direction: str) -> None:
     """Refuse an upload from a local root that does not exist (a mistyped path: there is nothing to
-    send, and ``delete`` would empty the datasets). A download creates its root, as the SDK does."""
+    send, and ``delete`` would empty the datasets). A download creates its root, but not the folders
+    above it (rsync's rule: a mistyped parent is an error, not a new tree somewhere unexpected)."""
     if is_local(fs_local):
         if os.path.lexists(root) and not os.path.isdir(root):
             raise UsageError(f"the local path {root} is not a folder; nothing was done")
         if direction == "upload" and not os.path.isdir(root):
             raise UsageError(f"the local folder {root} does not exist, so there is nothing to upload; nothing was done")
+        parent = os.path.dirname(root)
+        if not os.path.isdir(root) and not os.path.isdir(parent):
+            raise UsageError(
+                f"the folder {parent} does not exist, so the local folder {root} cannot be made in it; nothing was "
+                "done (create the parent folder first)"
+            )
     elif direction == "upload" and not fs_local.exists(root):
         raise UsageError(f"{fs_local.unstrip_protocol(root)} does not exist, so there is nothing to upload")
 
