@@ -8,6 +8,7 @@ PostgreSQL (tests/pg.py) and the S3 endpoint (tests/s3.py) start once per test p
 
 from __future__ import annotations
 
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningServer, start_server
+from tests.helpers import RunningServer, Start, start_server
 from tests.pg import new_database, postgres_server
 from tests.s3 import s3_bucket, s3_endpoint
 
@@ -74,3 +75,19 @@ def open_server(tmp_path: Path, storage: Storage) -> Iterator[RunningServer]:
     srv = start_server(tmp_path / "server-root", "--page-size", "2", *storage(), auth=False)
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    """Starts a process with pipes; any still running at the test's end (a failed test) is killed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def run(args: list[str]) -> subprocess.Popen[str]:
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+
+    yield run
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
 from fusionsync.server.process import ServerProcess
+
+Start = Callable[[list[str]], "subprocess.Popen[str]"]  # the `start` fixture (tests/conftest.py)
 
 
 @dataclass
@@ -100,7 +105,9 @@ class RunningServer(ServerProcess):
             if "distributions" in parts and "Fusion-Authorization" not in hdrs:
                 i = parts.index("catalogs")
                 hdrs["Fusion-Authorization"] = f"Bearer {self.fusion_token(parts[i + 1], parts[i + 3])}"
-        req = urllib.request.Request(self.base + path, data=body, method=method, headers=hdrs)
+        route, mark, query = path.partition("?")  # identifiers may hold spaces and accents: quote the path
+        target = self.base + urllib.parse.quote(route, safe="/%:@") + mark + query
+        req = urllib.request.Request(target, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return Answer(resp.status, dict(resp.headers), resp.read())
@@ -165,3 +172,11 @@ def start_server(root: Path, *args: str, auth: bool = True, port: int = 0) -> Ru
     server = RunningServer(root, *args, auth=auth, port=port)
     server.start()
     return server
+
+
+def wait_for(condition: Callable[[], bool], what: str = "a condition", timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

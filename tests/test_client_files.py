@@ -147,7 +147,7 @@ def test_asynchronous_use_inside_a_running_loop(server: RunningServer, tmp_path:
             await asyncio.gather(*(afs._put_file(str(tmp_path / s), dist.format(s)) for s in payloads))
             names = await afs._ls("cat/datasets/D/datasetseries", detail=False)
             assert names == [f"cat/datasets/D/datasetseries/{s}" for s in payloads]
-            changes = await afs._changes("cat", "D")
+            changes = await afs.list_distributions("cat", "D")
             assert {c.series: c.size for c in changes} == {s: len(d) for s, d in payloads.items()}
             await asyncio.gather(*(afs._get_file(dist.format(s), str(tmp_path / f"{s}.out")) for s in payloads))
 

@@ -143,8 +143,9 @@ def test_server_killed_mid_multipart_upload(tmp_path: Path) -> None:
         (first,) = seed(server, "cat", {"A": {"20240101": ["csv"]}}, size=UPLOAD_SIZE)  # version 0 is published
         root = tmp_path / "pub"
         new = {k: payload(k, UPLOAD_SIZE, version=1) for k in keys}
+        later = time.time() + 2  # edited after the published version (the listing gives times to the second)
         for key, data in new.items():
-            write_local(root, key, data)
+            os.utime(write_local(root, key, data), (later, later))
         reports: list[SyncReport] = []
         sync = threading.Thread(target=lambda: reports.append(upload_once(server, root, tmp_path, retries=2)))
         sync.start()

@@ -50,6 +50,7 @@ def test_hostile_names_from_the_server_never_write_outside_the_folder(tmp_path: 
     with LiarServer(listing(key, "D/20240101/distribution.csv")) as liar:
         fs = FusionFileSystem(credentials=liar.credentials)
         root = tmp_path / "a" / "b" / "mirror"
+        root.parent.mkdir(parents=True)  # a download makes its folder, not the folders above it
         report = sync_once(fs, root, tmp_path, datasets=["D"], direction="download")
         fs.close()
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
@@ -134,5 +135,5 @@ def test_bad_credentials_files_are_one_line(tmp_path: Path) -> None:
         creds = tmp_path / "creds.json"
         creds.write_text(content)
         done = cli("ls", "--credentials", str(creds))
-        assert done.returncode == 1 and done.stderr.startswith("fusionsync: error:"), done.stderr
+        assert done.returncode == 3 and done.stderr.startswith("fusionsync: error:"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1

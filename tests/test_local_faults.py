@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,6 +200,8 @@ def test_upload_of_unreadable_files_and_folders(server: RunningServer, tmp_path:
     root = tmp_path / "pub"
     sizes = dict(zip(keys[:4], (SMALL, 6 * 2**20, 6 * 2**20, SMALL), strict=True))
     paths = [write_local(root, k, payload(k, size)) for k, size in sizes.items()]
+    later = time.time() + 2  # edited after the server's version (the listing gives times to the second)
+    os.utime(paths[1], (later, later))
     paths[1].chmod(0o000)  # unreadable when the scan hashes it
     paths[3].parent.chmod(0o000)  # a folder that cannot be listed
     check = run(sync_command(server, root, "upload", command="check"), preexec_fn=as_ordinary_user)

@@ -11,7 +11,8 @@ import fsspec
 from fusionsync.catalog.digest import b64
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.sync.cache import HashCache
-from fusionsync.sync.scan import HASH_BATCH_BYTES, HASH_BATCH_FILES, hash_batches, key_from_name, scan_local
+from fusionsync.sync.naming import LocalNames
+from fusionsync.sync.scan import HASH_BATCH_BYTES, HASH_BATCH_FILES, hash_batches, scan_local
 
 
 def test_hash_batches_close_at_a_file_count_or_a_byte_total() -> None:
@@ -48,7 +49,7 @@ def test_every_file_of_a_scan_gets_its_own_digest(tmp_path: Path) -> None:
                 str(root),
                 [f"cat/D{d}" for d in range(3)],
                 cache,
-                lambda rel: key_from_name(rel, lambda c, d: False),
+                LocalNames("cat", [f"D{d}" for d in range(3)]).key_of,
             )
         )
         assert {rel: entry.digest for rel, entry in scan.entries.items()} == expected

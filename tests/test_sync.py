@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionsync import FusionFileSystem, UsageError
+from fusionsync import DeleteRefused, FusionFileSystem, UsageError
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.sync.report import SyncReport
 from tests.helpers import RunningServer
@@ -151,7 +151,7 @@ def test_delete_mirrors_and_max_delete_refuses(server: RunningServer, fs: Fusion
     gone = keys[0]
     path = f"catalogs/cat/datasets/{gone.dataset}/datasetseries/{gone.series}/distributions/{gone.format}"
     assert server.api("DELETE", path).status == 200
-    with pytest.raises(UsageError, match="max-delete"):
+    with pytest.raises(DeleteRefused, match="max-delete"):
         once(fs, root, datasets=["A", "B"], direction="download", delete=True, max_delete=0)
     assert (root / local_relative_path(gone)).exists()
     report = once(fs, root, datasets=["A", "B"], direction="download", delete=True, max_delete=1)

@@ -78,6 +78,17 @@ def test_misuse_is_one_line_and_exit_two(args: list[str], message: str) -> None:
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+def test_refused_credentials_exit_three(server: RunningServer, tmp_path: Path) -> None:
+    creds = tmp_path / "wrong.json"
+    creds.write_text(json.dumps(server.credentials() | {"client_secret": "not the secret"}))
+    args = sync_args(server, tmp_path / "mirror")
+    args[args.index("--credentials") + 1] = str(creds)
+    done = cli(*args)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("fusionsync: error: the token endpoint refused the credentials (HTTP 401)")
+    assert len(done.stderr.splitlines()) == 1
+
+
 def test_failed_items_exit_one(server: RunningServer, tmp_path: Path) -> None:
     seed(server, "cat", {"A": {"20240101": ["csv"]}})
     root = tmp_path / "mirror"
@@ -132,9 +143,10 @@ def test_sigterm_mid_pass_stops_cleanly_and_leaves_no_partial_file(server: Runni
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 143, err
     report = json.loads(out)
-    assert report["interrupted"] is True
+    assert report["interrupted"] is True and report["interrupted_by"] == "SIGTERM"
+    assert "Traceback" not in err and "never retrieved" not in err
     expected = {local_relative_path(k): payload(k, 3 * 2**20) for k in keys}
     for rel, data in local_files(root).items():
         assert rel in expected and data == expected[rel], f"{rel} is partial or foreign"
@@ -155,7 +167,7 @@ def test_continuous_mode_picks_up_new_distributions_and_stops_on_sigterm(server:
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 143, err
     assert "0 failed" not in out and "download:" in out
 
 
@@ -194,7 +206,7 @@ def test_errors_back_off_instead_of_spinning(tmp_path: Path) -> None:
     listener.close()
     # Without backoff this would be thousands of connections in 6 s.
     assert 3 <= connections <= 20, connections
-    assert proc.returncode == 0
+    assert proc.returncode == 143
 
 
 def test_two_syncs_on_one_folder_do_not_interleave(server: RunningServer, tmp_path: Path) -> None:
@@ -216,7 +228,7 @@ def test_two_syncs_on_one_folder_do_not_interleave(server: RunningServer, tmp_pa
         wait_for(lambda: proxy.seen.in_flight > 0)
         second = cli(*args)
         _, err = first.communicate(timeout=60)
-    assert second.returncode == 2 and "another sync is already running" in second.stderr
+    assert second.returncode == 4 and "another sync is already running" in second.stderr
     assert first.returncode == 0, err
 
 

@@ -6,12 +6,15 @@ from fusionsync.errors import (
     AuthError,
     ChecksumError,
     CredentialsError,
+    DeleteRefused,
     FusionSyncError,
+    LockedError,
     NotFoundError,
     TransferError,
     UsageError,
 )
 from fusionsync.sync.fsync import fsync
+from fusionsync.sync.remote import Remote
 from fusionsync.sync.report import SyncReport
 
 __version__ = "0.1.0"
@@ -21,9 +24,12 @@ __all__ = [
     "AuthError",
     "ChecksumError",
     "CredentialsError",
+    "DeleteRefused",
     "FusionFileSystem",
     "FusionSyncError",
+    "LockedError",
     "NotFoundError",
+    "Remote",
     "SyncReport",
     "TransferError",
     "UsageError",

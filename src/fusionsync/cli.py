@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from fusionsync import __version__
-from fusionsync.errors import FusionSyncError, UsageError, exit_code
+from fusionsync.errors import EXIT_CODES, FusionSyncError, UsageError, exit_code
 
 F = TypeVar("F", bound=Callable[..., Any])
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -22,8 +22,16 @@ DEFAULT_CREDENTIALS = "config/client_credentials.json"
 
 def fail(exc: BaseException) -> NoReturn:
     """Print one clear line and exit with the status that fits the error."""
-    click.echo(f"fusionsync: error: {exc}", err=True)
+    from fusionsync.sync.execute import describe
+
+    if isinstance(exc, KeyboardInterrupt):  # before a pass began (a pass reports its own interruption)
+        click.echo("fusionsync: interrupted before the sync began; nothing was done", err=True)
+    else:
+        click.echo(f"fusionsync: error: {describe(exc)}", err=True)
     sys.exit(exit_code(exc))
+
+
+EXIT_STATUS_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
 def _parse_clients(values: tuple[str, ...]) -> dict[str, str] | None:
@@ -38,7 +46,7 @@ def _parse_clients(values: tuple[str, ...]) -> dict[str, str] | None:
     return clients
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_STATUS_HELP)
 @click.version_option(__version__, prog_name="fusionsync")
 def main() -> None:
     """Keep folders and fsspec filesystems in sync with a Fusion data catalog."""
@@ -70,7 +78,12 @@ def make_fusion_fs(credentials: str, root_url: str | None) -> Any:
 def sync_options(fn: F) -> F:
     options = [
         click.argument("direction", type=click.Choice(["upload", "download"])),
-        click.option("--local-path", default="", help="Local root (a folder or an fsspec URL such as s3://bucket/)."),
+        click.option(
+            "--local-path",
+            default="",
+            help="Local root (a folder or an fsspec URL such as s3://bucket/). A download makes the folder if "
+            "missing, but not the folders above it; an upload needs it to exist.",
+        ),
         click.option("--catalog", default="common", show_default=True, help="Fusion catalog."),
         click.option("--dataset", "datasets", multiple=True, help="Dataset to sync (repeatable)."),
         click.option("--product", "products", multiple=True, help="Product whose datasets to sync (repeatable)."),
@@ -86,14 +99,24 @@ def sync_options(fn: F) -> F:
     return fn
 
 
+def local_filesystem(local_path: str) -> Any:
+    """The fsspec filesystem of ``--local-path`` (a folder or a URL), or one sentence saying why not."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(local_path or ".")[0]
+    except ImportError as exc:
+        raise UsageError(f"--local-path {local_path}: {exc}") from exc
+    except (ValueError, TypeError, OSError) as exc:
+        raise UsageError(f"--local-path {local_path} cannot be opened: {exc}") from exc
+
+
 def _run_sync(**kw: Any) -> Any:
     from fusionsync.sync.fsync import fsync
 
-    fs_fusion = make_fusion_fs(kw.pop("credentials"), kw.pop("root_url"))
-    import fsspec
-
     local_path = kw.pop("local_path")
-    fs_local = fsspec.core.url_to_fs(local_path or ".")[0]
+    fs_local = local_filesystem(local_path)
+    fs_fusion = make_fusion_fs(kw.pop("credentials"), kw.pop("root_url"))
     return fsync(
         fs_fusion,
         fs_local,
@@ -105,66 +128,108 @@ def _run_sync(**kw: Any) -> Any:
     )
 
 
-@main.command()
+@main.command(epilog=EXIT_STATUS_HELP)
 @sync_options
-@click.option("--once", is_flag=True, help="One pass, then exit (default: repeat every --interval seconds).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--once", is_flag=True, help="One pass, then exit (default: run until Ctrl+C or SIGTERM).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Continuous mode: seconds between full passes, the safety net (changes wake a pass sooner).",
+)
+@click.option(
+    "--poll",
+    is_flag=True,
+    help="Continuous mode without change events or file watching: a pass every --interval only (for debugging).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be done; transfer nothing.")
 @click.option("--delete", is_flag=True, help="Mirror: delete at the destination what the source no longer has.")
 @click.option("--max-delete", type=click.IntRange(0), help="Refuse a pass that would delete more files.")
-@click.option("--backup-dir", help="Move local files changed since the last sync here before replacing them.")
+@click.option(
+    "--allow-delete-all",
+    is_flag=True,
+    help="Let --delete remove every distribution of a dataset (refused otherwise: an empty or mistyped source).",
+)
+@click.option(
+    "--backup-dir",
+    help="Move local files changed since the last sync here before replacing them (never over an earlier backup).",
+)
+@click.option("--checksum", is_flag=True, help="Hash every local file again instead of trusting size and time.")
 @click.option("--no-progress", is_flag=True, help="No progress display.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report of each pass as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report of each pass as one JSON object per line.")
 def sync(no_progress: bool, as_json: bool, **kw: Any) -> None:
     """Sync Fusion datasets with a local folder, DIRECTION upload or download.
 
     Downloads go to LOCAL_PATH/{catalog}/{dataset}/{series}/{dataset}__{catalog}__{series}.{format};
-    uploads take every conforming file under LOCAL_PATH/{catalog}/{dataset}/. Exit status: 0 when
-    everything is in sync, 1 when items failed or were kept as conflicts, 2 on bad usage.
+    uploads take every conforming file under LOCAL_PATH/{catalog}/{dataset}/. Without --once, passes
+    repeat until Ctrl+C or SIGTERM, and each pass that did something prints one line (or one JSON
+    object with --json); a conflict is reported once. A download wakes up within a second of a change
+    on the server (its change events), an upload within a second of a change under the dataset
+    folders (file events); a full pass runs every --interval seconds in any case, and is all there is
+    where the server has no change events, the local side is not a local folder, or with --poll.
+    Changes on the destination since the last sync are never overwritten: they are kept and reported
+    as conflicts (or backed up, with --backup-dir).
     """
+    once = kw["once"]
+
+    def on_pass(report: Any, news: Any) -> None:
+        _print_report(report, as_json, news.conflicts, news.warnings)
+
     try:
-        report = _run_sync(show_progress=not no_progress and not as_json, **kw)
-    except FusionSyncError as exc:
+        report = _run_sync(show_progress=not no_progress and not as_json, on_pass=None if once else on_pass, **kw)
+    except (FusionSyncError, OSError, KeyboardInterrupt) as exc:
         fail(exc)
-    if report is None:
-        sys.exit(0)
-    _print_report(report, as_json)
-    sys.exit(0 if report.ok else 1)
+    if once:
+        _print_report(report, as_json, report.conflicts, report.warnings)
+    sys.exit(report.exit_code)
 
 
-@main.command()
+@main.command(epilog=EXIT_STATUS_HELP)
 @sync_options
+@click.option("--checksum", is_flag=True, help="Hash every local file again (finds silent corruption).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def check(as_json: bool, **kw: Any) -> None:
     """Compare local and remote without transferring; exit 1 when they differ.
 
     Each difference is printed as a line: '+' missing at the destination, '*' differs,
-    '-' missing at the source, '!' a local change a sync would keep.
+    '-' missing at the source, '!' a change a sync would keep (a conflict). With --checksum
+    every local file is read and hashed again, so content that changed while its size and
+    modification time did not (a flipped byte) is found too.
     """
     try:
         report = _run_sync(show_progress=False, once=True, dry_run=True, **kw)
-    except FusionSyncError as exc:
+    except (FusionSyncError, OSError, KeyboardInterrupt) as exc:
         fail(exc)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
         for line in report.plan_lines:
             click.echo(line)
         click.echo(f"{len(report.plan_lines)} differences, {report.skipped} in sync")
+    if report.interrupted:
+        sys.exit(report.exit_code)
     sys.exit(1 if report.plan_lines else 0)
 
 
-def _print_report(report: Any, as_json: bool) -> None:
+def _print_report(report: Any, as_json: bool, conflicts: list[Any], warnings: list[str]) -> None:
+    """One pass: JSON on one line, or its problems on stderr and a summary line on stdout."""
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps(report.to_dict()))
         return
     if report.dry_run:
         for line in report.plan_lines:
             click.echo(line)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     for item in report.failed:
         click.echo(f"failed: {item.path}: {item.reason}", err=True)
-    for item in report.conflicts:
+    for item in conflicts:
         click.echo(f"kept: {item.path}: {item.reason}", err=True)
+    for backup in report.backups:
+        click.echo(f"backed up: {backup.path} -> {backup.backup}", err=True)
     click.echo(report.summary())
 
 

@@ -1,27 +1,70 @@
-"""One exception hierarchy for fusionsync; every message is written for users."""
+"""One exception hierarchy for fusionsync; every message is written for users.
+
+Exit statuses of the ``fusionsync`` command (:data:`EXIT_CODES`, mapped by :func:`exit_code`)
+tell causes apart, as rclone's do.
+"""
 
 from __future__ import annotations
+
+import signal
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_LOCKED = 4
+EXIT_DELETE_REFUSED = 5
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "everything is in sync",
+    EXIT_FAILED: "items failed or were kept as conflicts (or a pass failed as a whole)",
+    EXIT_USAGE: "bad usage: an option, a path or an identifier is wrong",
+    EXIT_AUTH: "authentication failed: credentials malformed or refused",
+    EXIT_LOCKED: "another sync holds the local folder",
+    EXIT_DELETE_REFUSED: "a delete limit refused the pass (--max-delete, or every distribution of a dataset)",
+    EXIT_SIGINT: "interrupted by Ctrl+C (SIGINT); the pass stopped cleanly",
+    EXIT_SIGTERM: "stopped by SIGTERM; the pass stopped cleanly",
+}
+"""Every exit status of the command and what it means (shown by ``--help`` and in the README)."""
 
 
 class FusionSyncError(Exception):
     """Base of every error fusionsync raises on purpose."""
 
     retryable: bool = False
-    exit_code: int = 1
+    exit_code: int = EXIT_FAILED
 
 
 class UsageError(FusionSyncError):
     """The call itself is wrong (bad option, bad path, bad identifier)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class CredentialsError(FusionSyncError):
     """Credentials are missing, malformed or refused."""
 
+    exit_code = EXIT_AUTH
+
 
 class AuthError(FusionSyncError):
     """The server refused our token (HTTP 401/403)."""
+
+    exit_code = EXIT_AUTH
+
+
+class LockedError(FusionSyncError):
+    """Another sync is running on the same local folder."""
+
+    exit_code = EXIT_LOCKED
+
+
+class DeleteRefused(FusionSyncError):
+    """A pass would delete more than it was allowed to; nothing was done."""
+
+    exit_code = EXIT_DELETE_REFUSED
 
 
 class NotFoundError(FusionSyncError, FileNotFoundError):
@@ -58,5 +101,10 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, FusionSyncError):
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
-        return 130
-    return 1
+        return EXIT_SIGINT
+    return EXIT_FAILED
+
+
+def signal_exit_code(signum: int) -> int:
+    """The exit status of a run stopped by signal ``signum`` (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + signum

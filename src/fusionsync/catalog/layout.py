@@ -72,6 +72,28 @@ RECOGNIZED_FORMATS = frozenset(
 _UNSAFE_STEM = re.compile(r"[^a-zA-Z0-9_\-]")
 TEMP_MARK = ".fusionsync-tmp-"
 """Part of the name of every temporary file a transfer writes (always hidden: starts with a dot)."""
+NAME_MAX = 255
+"""The longest file name, in bytes, that common file systems (ext4, xfs, APFS, S3 keys' segments) take."""
+
+
+def clean(text: str) -> str:
+    """``text`` as it appears in a file name: what is not a letter, digit, ``_`` or ``-`` becomes ``_``
+    (the SDK's ``_clean_filename``; folders keep the identifiers as they are)."""
+    return _UNSAFE_STEM.sub("_", text)
+
+
+def temp_name(name: str, token: str) -> str:
+    """The hidden temporary name a transfer writes ``name`` under (``token`` makes it unique).
+
+    Within :data:`NAME_MAX` bytes whatever the length of ``name``: a long name is cut (on a
+    character boundary) to make room for the mark and the token.
+    """
+    suffix = f"{TEMP_MARK}{token}"
+    room = NAME_MAX - 1 - len(suffix.encode())
+    encoded = name.encode("utf-8", errors="surrogateescape")
+    if len(encoded) > room:
+        name = encoded[:room].decode("utf-8", errors="ignore")
+    return f".{name}{suffix}"
 
 
 class DistKey(NamedTuple):
@@ -93,8 +115,7 @@ class DistKey(NamedTuple):
 
 def file_name(key: DistKey) -> str:
     """The local file name of a distribution."""
-    stem = _UNSAFE_STEM.sub("_", f"{key.dataset}__{key.catalog}__{key.series}")
-    return f"{stem}.{key.format}"
+    return f"{clean(f'{key.dataset}__{key.catalog}__{key.series}')}.{key.format}"
 
 
 def local_relative_path(key: DistKey, flatten: bool = False) -> str:

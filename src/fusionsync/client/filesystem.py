@@ -13,33 +13,26 @@ import functools
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import weakref
-from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any
 
 from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
 from fsspec.callbacks import DEFAULT_CALLBACK
 
+from fusionsync.catalog.layout import DistKey
+from fusionsync.catalog.listing import RemoteDistribution, parse_changes
 from fusionsync.client import transfer
 from fusionsync.client.credentials import DEFAULT_ROOT_URL, Credentials, load_credentials
 from fusionsync.client.events import ChangeEvent, subscribe
 from fusionsync.client.files import FusionFile
 from fusionsync.client.http import Http
+from fusionsync.client.sink import FsspecSink
+from fusionsync.client.transfer import Progress
 from fusionsync.errors import APIError, ChecksumError, NotFoundError, UsageError
 
-
-class RemoteDistribution(NamedTuple):
-    """One row of a dataset's change listing."""
-
-    series: str
-    format: str
-    size: int
-    digest: str
-    modified: str
-
+__all__ = ["FusionFileSystem", "RemoteDistribution", "is_distribution"]
 
 log = logging.getLogger("fusionsync")
 
@@ -58,6 +51,12 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
     parallel parts of one upload; ``retries`` and ``read_timeout`` (seconds without a byte)
     apply to every request. Created with ``asynchronous=True`` (inside a running loop),
     close it with ``await fs._close()`` or use it as ``async with``.
+
+    Besides the fsspec interface, it is the remote side of a sync
+    (:class:`fusionsync.sync.remote.Remote`): ``list_distributions``, ``list_product_datasets``,
+    ``dataset_is_raw``, ``download_distribution``, ``stream_distribution``,
+    ``upload_distribution`` and ``delete_distribution`` are coroutines on ``fs.loop``, and ``events``
+    gives the change events a continuous sync wakes up on.
     """
 
     protocol = "fusion"
@@ -135,7 +134,7 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return
         parts = path.split("/")  # CATALOG/datasets/D/datasetseries/S/distributions
         if len(parts) == 6 and parts[1] == "datasets" and parts[3] == "datasetseries":
-            known = {(d.series, d.format): d.size for d in await self._changes(parts[0], parts[2])}
+            known = {(d.series, d.format): d.size for d in await self.list_distributions(parts[0], parts[2])}
             for entry in missing:
                 entry["size"] = known.get((parts[4], entry["name"].rsplit("/", 1)[1]))
         heads = [e for e in missing if e["size"] is None]
@@ -197,32 +196,28 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         path = self._strip_protocol(path)
         await self.http.call("DELETE", path, _what(path))
 
-    async def _changes(self, catalog: str, dataset: str) -> list[RemoteDistribution]:
-        """Every distribution of a dataset, with size and fsync digest (the change listing)."""
+    # -- the remote side of a sync (fusionsync.sync.remote.Remote) ----------------------------
+    @property
+    def address(self) -> str:
+        """The API root this filesystem talks to (named in messages about the server)."""
+        return self.http.root_url
+
+    async def list_distributions(self, catalog: str, dataset: str) -> list[RemoteDistribution]:
+        """Every distribution of a dataset, with size, fsync digest and modification time (the change listing)."""
         what = f"change listing of dataset {dataset!r}"
         data = await self.http.json(f"{catalog}/datasets/changes", what, params={"datasets": dataset})
         try:
-            listing = data["datasets"]
-            rows = listing[0]["distributions"] if listing else []
-            out = []
-            for row in rows:
-                series, fmt = _key_parts(row["key"], dataset)
-                values = row["values"]
-                out.append(
-                    RemoteDistribution(
-                        series, fmt, int(values[1]), str(values[2]).split("SHA-256=")[-1], str(values[0])
-                    )
-                )
-            return out
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise APIError(f"{what}: unexpected answer ({type(exc).__name__}: {exc})") from exc
+            return parse_changes(data, dataset)
+        except ValueError as exc:
+            raise APIError(f"{what}: {exc}") from exc
 
-    async def _product_datasets(self, catalog: str, product: str) -> list[str]:
+    async def list_product_datasets(self, catalog: str, product: str) -> list[str]:
         """The datasets a product holds."""
         _, items = await self.http.collection(f"{catalog}/products/{product}", f"product {product!r}")
         return [_identifier(item, f"product {product!r}") for item in items]
 
-    async def _is_raw(self, catalog: str, dataset: str) -> bool:
+    async def dataset_is_raw(self, catalog: str, dataset: str) -> bool:
+        """The dataset's ``isRawData`` flag (files of unknown extensions are then of format ``raw``)."""
         meta = await self.http.json(f"{catalog}/datasets/{dataset}", f"dataset {dataset!r}")
         if not isinstance(meta, dict):
             raise APIError(f"dataset {dataset!r}: the answer is not a JSON object, so 'isRawData' cannot be read")
@@ -231,24 +226,64 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
             raise APIError(f"dataset {dataset!r}: 'isRawData' is not true or false")
         return value
 
-    def events(self, catalog: str, last_event_id: str | None = None) -> AsyncIterator[ChangeEvent]:
+    async def download_distribution(
+        self, key: DistKey, dest: str, progress: Progress, size: int | None = None, digest: str | None = None
+    ) -> os.stat_result:
+        """Download into the local path ``dest`` (its folder exists): verified against the server's
+        checksum, atomic; ``size`` (from the listing) lets a small file come in one request."""
+        return await self._download(key.remote_path, dest, progress, size_hint=size)
+
+    async def stream_distribution(
+        self, key: DistKey, fs: Any, path: str, progress: Progress, size: int | None = None, digest: str | None = None
+    ) -> None:
+        """Download into ``path`` of any fsspec filesystem ``fs``, streamed into its own writer, verified
+        before it is moved into place (a damaged download is tried once more)."""
+        loop = asyncio.get_running_loop()
+        for tries in (1, 2):
+            sink = FsspecSink(fs, path, transfer.temp_token())
+            try:
+                await loop.run_in_executor(None, sink.open)
+                await transfer.download_stream(self.http, key.remote_path, sink.write, progress)
+                await loop.run_in_executor(None, sink.commit)
+                return
+            except ChecksumError as exc:
+                await loop.run_in_executor(None, sink.discard)
+                if tries == 2:
+                    raise
+                log.warning("%s; downloading it again", exc)
+                progress.absolute_update(0)
+            except BaseException:
+                await loop.run_in_executor(None, sink.discard)
+                raise
+
+    async def upload_distribution(self, key: DistKey, source: str | IO[bytes], progress: Progress) -> None:
+        """Upload a local file (a path) or an open binary file of any fsspec filesystem."""
+        await self._put_file(source, key.remote_path, callback=progress)
+
+    async def delete_distribution(self, key: DistKey) -> None:
+        await self._rm_file(key.remote_path)
+
+    def events(
+        self, catalog: str, last_event_id: str | None = None, on_connect: Callable[[], None] | None = None
+    ) -> AsyncIterator[ChangeEvent]:
         """The catalog's change events as they happen (``async for event in fs.events("common")``): every
         distribution created, replaced or deleted, and ``reset`` when some may have been missed. Reconnects by
-        itself, resuming after the last event (or after ``last_event_id``). Iterate it in the filesystem's
-        loop: create the filesystem with ``asynchronous=True`` inside a running loop."""
-        return subscribe(self.http, catalog, last_event_id)
+        itself, resuming after the last event (or after ``last_event_id``); ``on_connect`` is called each
+        time the stream is established. Iterate it in the filesystem's loop: create the filesystem with
+        ``asynchronous=True`` inside a running loop (a sync runs on ``fs.loop``)."""
+        return subscribe(self.http, catalog, last_event_id, on_connect=on_connect)
 
-    _dataset_changes = _changes
-    changes = dataset_changes = sync_wrapper(_changes)
-    product_datasets = sync_wrapper(_product_datasets)
-    is_raw = sync_wrapper(_is_raw)
+    # Synchronous forms, for scripts.
+    changes = dataset_changes = sync_wrapper(list_distributions)
+    product_datasets = sync_wrapper(list_product_datasets)
+    is_raw = sync_wrapper(dataset_is_raw)
 
     # -- transfers -------------------------------------------------------------------------
     async def _get_file(self, rpath: str, lpath: Any, callback: Any = DEFAULT_CALLBACK, **kwargs: Any) -> None:
         """Download a distribution to a local path: parallel ranges, verified, atomic.
 
         ``lpath`` may also be an open binary file of any fsspec filesystem (``memory://``,
-        ``s3://`` …): the download is verified in a local temporary file, then copied into it.
+        ``s3://`` …): the bytes are streamed into it and verified at the end.
         """
         rpath = self._strip_protocol(rpath)
         local = isinstance(lpath, str | os.PathLike)
@@ -283,14 +318,8 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return await fetch()
 
     async def _get_into(self, rpath: str, outfile: Any, callback: Any) -> None:
-        folder = tempfile.mkdtemp(prefix="fusionsync-")
-        try:
-            local = os.path.join(folder, "download")
-            await self._get_file(rpath, local, callback=callback)
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, _copy_into, local, outfile)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        """Stream a distribution into an open binary file, verified at the end (ChecksumError)."""
+        await transfer.download_stream(self.http, rpath, outfile.write, callback)
 
     async def _put_file(
         self,
@@ -356,11 +385,6 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return FusionFile(self, path, mode, block_size or "default", cache_options=cache_options, **kwargs)
 
 
-def _copy_into(local: str, outfile: Any) -> None:
-    with open(local, "rb") as src:
-        shutil.copyfileobj(src, outfile, 2**20)
-
-
 def _close(loop: asyncio.AbstractEventLoop, http: Http) -> None:
     """Close the connection pools of a filesystem that is going away (from any thread)."""
     if not http.connected:
@@ -380,17 +404,3 @@ def _identifier(item: Any, where: str) -> str:
     if not isinstance(item, dict) or not isinstance(item.get("identifier"), str):
         raise APIError(f"{where}: a listed resource has no identifier")
     return str(item["identifier"])
-
-
-def _key_parts(key: str, dataset: str) -> tuple[str, str]:
-    """``D/20240101/distribution.csv`` → (``20240101``, ``csv``).
-
-    A key of another shape comes back whole as the series, which the sync then refuses as an
-    unsafe name (with a warning) instead of failing the whole listing.
-    """
-    if not isinstance(key, str):
-        raise TypeError(f"distribution key {key!r} is not a string")
-    parts = key.split("/")
-    if len(parts) != 3 or parts[0] != dataset or not parts[2].startswith("distribution."):
-        return key, ""
-    return parts[1], parts[2].split(".", 1)[1]

@@ -18,10 +18,10 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
-from fusionsync.catalog.layout import TEMP_MARK
+from fusionsync.catalog.layout import temp_name
 from fusionsync.client.http import Http, Retryable, parse_json
 from fusionsync.client.verify import Expected, Verifier
 from fusionsync.errors import APIError, ChecksumError, NotFoundError
@@ -31,6 +31,16 @@ HASH_BLOCK = 8 * 2**20
 SMALL_FILE = 2**20
 """Downloads up to this size (when a listing gave their size) come in one GET, hashed as they arrive;
 local files up to this size are read for upload on the event loop, in one read."""
+
+
+class Progress(Protocol):
+    """Where a transfer reports its bytes (an fsspec ``Callback`` is one)."""
+
+    def set_size(self, size: int) -> None: ...
+
+    def relative_update(self, inc: int = 1) -> None: ...
+
+    def absolute_update(self, value: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +62,14 @@ async def gather_or_cancel(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
         raise
 
 
+def temp_token() -> str:
+    # Not a secret (a local temporary is created with O_EXCL), just unlikely to be taken: no system call for it.
+    return f"{random.getrandbits(32):08x}"
+
+
 def temp_path_for(dest: str) -> str:
     folder, name = os.path.split(os.path.abspath(dest))
-    # Not a secret (the file is created with O_EXCL), just unlikely to be taken: no system call for it.
-    return os.path.join(folder, f".{name}{TEMP_MARK}{random.getrandbits(32):08x}")
+    return os.path.join(folder, temp_name(name, temp_token()))
 
 
 async def head(http: Http, path: str) -> RemoteFile:
@@ -110,7 +124,7 @@ class _PrefixHasher:
 
 
 async def download(
-    http: Http, path: str, dest: str, callback: Any, range_size: int, max_ranges: int, size_hint: int | None = None
+    http: Http, path: str, dest: str, callback: Progress, range_size: int, max_ranges: int, size_hint: int | None = None
 ) -> os.stat_result:
     """Fetch a distribution into ``dest`` atomically, verified against the server's checksum.
 
@@ -167,7 +181,7 @@ def _discard(fd: int, temp: str) -> None:
         os.unlink(temp)
 
 
-async def _download_small(http: Http, path: str, dest: str, callback: Any) -> os.stat_result:
+async def _download_small(http: Http, path: str, dest: str, callback: Progress) -> os.stat_result:
     """One GET: the answer's headers carry the size and checksum, the body is hashed as it arrives."""
     what = f"download of {path}"
     temp = temp_path_for(dest)
@@ -231,7 +245,68 @@ def _check(path: str, expected: Expected, checksum: str) -> None:
         )
 
 
-async def _fetch(http: Http, path: str, fd: int, start: int, end: int, callback: Any, size: int) -> None:
+async def download_stream(http: Http, path: str, write: Callable[[bytes], object], callback: Progress) -> None:
+    """Fetch a distribution in order into ``write`` (any writer: an S3 object, an open file), verified.
+
+    ``write`` runs in a thread, one chunk at a time, while the next chunk is read; progress counts
+    what ``write`` took, so it is measured at the destination. A connection that breaks resumes at
+    the first byte not yet written (a range request). Raises :class:`ChecksumError` when the whole
+    does not match the server's checksum: the caller then discards what was written.
+    """
+    loop = asyncio.get_running_loop()
+    what = f"download of {path}"
+    written = 0
+    size = 0
+    expected: Expected | None = None
+    verifier: Verifier | None = None
+    pending: tuple[asyncio.Future[None], int] | None = None  # the chunk being written, and its length
+
+    def write_and_hash(chunk: bytes) -> None:
+        assert verifier is not None
+        write(chunk)
+        verifier.update(chunk)
+
+    async def settle() -> None:
+        nonlocal pending, written
+        if pending is not None:
+            future, length = pending
+            pending = None
+            await future
+            written += length
+            callback.relative_update(length)
+
+    async def attempt() -> None:
+        nonlocal size, expected, verifier, pending
+        if expected is not None and written == size:
+            return  # everything was written before the connection broke
+        params = {"downloadRange": f"bytes={written}-{size - 1}"} if written else None
+        async with http.stream("GET", path + "/operationType/download", what, params=params) as resp:
+            if expected is None:
+                if resp.content_length is None:
+                    raise APIError(f"distribution {path}: the server gave no Content-Length")
+                expected = Expected.from_headers(resp.headers, f"distribution {path}")
+                verifier = expected.verifier()
+                size = resp.content_length
+                callback.set_size(size)
+            elif resp.content_length != size - written:
+                raise APIError(f"{what}: the server ignores downloadRange, so a broken download cannot resume")
+            try:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    await settle()
+                    pending = loop.run_in_executor(None, write_and_hash, chunk), len(chunk)
+            finally:
+                await settle()  # a chunk handed to the thread is written anyway: wait for it, count it
+        if written > size:
+            raise APIError(f"{what}: the server sent {written} bytes, more than the {size} it announced")
+        if written != size:
+            raise Retryable(f"{what}: the connection closed after {written} of {size} bytes")
+
+    await http.retrying(what, attempt)
+    assert expected is not None and verifier is not None
+    _check(path, expected, verifier.result())
+
+
+async def _fetch(http: Http, path: str, fd: int, start: int, end: int, callback: Progress, size: int) -> None:
     """One range (the whole file when it is small) written at its offset."""
     params = None if (start, end) == (0, size) else {"downloadRange": f"bytes={start}-{end - 1}"}
     pos = start
@@ -290,7 +365,7 @@ async def upload(
     path: str,
     reader: Callable[[int, int], bytes],
     size: int,
-    callback: Any,
+    callback: Progress,
     max_parts: int,
     from_date: str | None = None,
     to_date: str | None = None,

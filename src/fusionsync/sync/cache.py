@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from fusionsync.errors import UsageError
+from fusionsync.errors import LockedError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -107,7 +107,7 @@ class RootLock:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            raise UsageError(f"another sync is already running on {what}") from None
+            raise LockedError(f"another sync is already running on {what}") from None
         self._fh = fh
 
     def release(self) -> None:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fsspec.callbacks import Callback
 
@@ -20,11 +17,13 @@ from fusionsync.errors import FusionSyncError
 from fusionsync.sync.cache import HashCache
 from fusionsync.sync.plan import Action, LocalEntry, Plan
 from fusionsync.sync.problems import is_local_error, local_failure, server_unreachable
-from fusionsync.sync.report import Failure, Stats, SyncReport
+from fusionsync.sync.remote import Remote
+from fusionsync.sync.report import Backup, Failure, Stats, SyncReport
 from fusionsync.sync.scan import info_mtime, is_local, join
 
 log = logging.getLogger("fusionsync")
 Row = tuple[str, int, float, str]
+T = TypeVar("T")
 
 
 class _Bytes(Callback):  # type: ignore[misc]
@@ -48,7 +47,7 @@ class _Bytes(Callback):  # type: ignore[misc]
 class Context:
     """Everything a pass needs to move files."""
 
-    fs_fusion: Any
+    remote: Remote
     fs_local: Any
     local_root: str
     cache: HashCache
@@ -58,6 +57,8 @@ class Context:
     backup_dir: str | None = None
     folders: set[str] = field(default_factory=set)
     """Local folders known to exist (created this pass)."""
+    report: SyncReport | None = None
+    """Where backups are recorded."""
 
 
 def describe(exc: BaseException) -> str:
@@ -97,7 +98,7 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
         try:
             if unreachable:
                 reason = (
-                    f"not started: nothing answers at {unreachable[0]} any more "
+                    f"not started: nothing answers at {ctx.remote.address} any more "
                     f"(an earlier {plan.direction} gave up), so this one waits for the next pass"
                 )
                 report.failed.append(Failure(action.path, reason))
@@ -110,8 +111,8 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
             reason = explain(exc, action, ctx, verb)
             log.warning("%s of %s failed: %s", plan.direction, action.path, reason)
             report.failed.append(Failure(action.path, reason))
-            if server_unreachable(exc) and not unreachable:
-                unreachable.append(_address(ctx))
+            if server_unreachable(exc):
+                unreachable.append(action.path)
         finally:
             ctx.stats.close(action.path, ok)
 
@@ -122,20 +123,19 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
             await one(action)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(transfers), max(1, n_par)))]
-    stopper = asyncio.ensure_future(stop.wait())
+    everything: asyncio.Future[Any] = asyncio.gather(*tasks)
+    stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
-        if tasks:
-            everything: asyncio.Future[Any] = asyncio.gather(*tasks)
-            await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            report.interrupted = True
-            return
+        await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
+        report.interrupted = stop.is_set()
     finally:
         stopper.cancel()
+        for task in tasks:  # stopped (or this coroutine cancelled): transfers in flight end, temporaries go
+            task.cancel()
+        await asyncio.gather(everything, stopper, return_exceptions=True)  # their outcome is retrieved
         ctx.cache.mark_synced(synced)
+    if report.interrupted:
+        return
     if plan.deletes and report.failed:
         report.warnings.append(f"{len(plan.deletes)} deletes not done: items failed in this pass")
         return
@@ -147,13 +147,7 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
             report.failed.append(Failure(action.path, explain(exc, action, ctx, "delete")))
 
 
-def _address(ctx: Context) -> str:
-    """Where the server was expected (for messages)."""
-    http = getattr(ctx.fs_fusion, "http", None)
-    return str(getattr(http, "root_url", "its address"))
-
-
-async def _run(ctx: Context, fn: Any, *args: Any) -> Any:
+async def _run(ctx: Context, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(ctx.pool, fn, *args)
 
 
@@ -161,14 +155,16 @@ async def _transfer(action: Action, ctx: Context, direction: str) -> Row:
     """Move one file; return what the hash cache should remember of the local copy."""
     target = join(ctx.local_root, action.path)
     callback = _Bytes(ctx.stats, action.path)
-    rpath = action.key.remote_path
+    remote, key = ctx.remote, action.key
     if direction == "upload":
         if is_local(ctx.fs_local):
-            await ctx.fs_fusion._put_file(target, rpath, callback=callback)
-        else:
-            with _scratch() as tmp:
-                await _run(ctx, ctx.fs_local.get_file, target, tmp)
-                await ctx.fs_fusion._put_file(tmp, rpath, callback=callback)
+            await remote.upload_distribution(key, target, callback)
+        else:  # streamed from the filesystem's own reader: no scratch copy
+            source = await _run(ctx, ctx.fs_local.open, target, "rb")
+            try:
+                await remote.upload_distribution(key, source, callback)
+            finally:
+                await _run(ctx, source.close)
         # What was scanned (and hashed) is what was sent; a later edit changes mtime and is sent next pass.
         entry = ctx.local[action.path]
         return action.path, entry.size, entry.mtime, entry.digest
@@ -180,11 +176,9 @@ async def _transfer(action: Action, ctx: Context, direction: str) -> Row:
             # On the loop: a mkdir costs a few microseconds, a hand-over to a thread ~0.4 ms of loop time.
             _makedirs(folder)
             ctx.folders.add(folder)
-        st = await ctx.fs_fusion._download(rpath, target, callback, size_hint=action.size)
+        st = await remote.download_distribution(key, target, callback, action.size, action.digest)
         return action.path, st.st_size, st.st_mtime_ns / 1e9, action.digest
-    with _scratch() as tmp:
-        await ctx.fs_fusion._get_file(rpath, tmp, callback=callback)
-        await _run(ctx, ctx.fs_local.put_file, tmp, target)
+    await remote.stream_distribution(key, ctx.fs_local, target, callback, action.size, action.digest)
     info = await _run(ctx, ctx.fs_local.info, target)
     return action.path, int(info["size"]), info_mtime(info), action.digest
 
@@ -200,32 +194,39 @@ def _makedirs(path: str) -> None:
             raise
 
 
-@contextlib.contextmanager
-def _scratch() -> Iterator[str]:
-    fd, path = tempfile.mkstemp(prefix="fusionsync-")
-    os.close(fd)
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
 async def _backup(ctx: Context, rel: str) -> None:
-    """Move a local file out of the way into the backup folder, keeping its relative path."""
+    """Move a local file out of the way into the backup folder, keeping its relative path.
+
+    An earlier backup of the same file is never overwritten: the new one gets a numbered name.
+    """
     assert ctx.backup_dir is not None
     src = join(ctx.local_root, rel)
-    dest = join(ctx.backup_dir, rel)
-    if is_local(ctx.fs_local):
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        await _run(ctx, shutil.move, src, dest)
+    dest = await _run(ctx, _move_aside, ctx.fs_local, src, join(ctx.backup_dir, rel))
+    if ctx.report is not None:
+        ctx.report.backups.append(Backup(rel, dest))
+    log.info("%s: moved to %s", rel, dest)
+
+
+def _move_aside(fs: Any, src: str, dest: str) -> str:
+    """Move ``src`` to ``dest``, or to ``dest.1``, ``dest.2`` … when taken; the name used."""
+    local = is_local(fs)
+    exists = os.path.lexists if local else fs.exists
+    if local:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+    candidate, n = dest, 0
+    while exists(candidate):
+        n += 1
+        candidate = f"{dest}.{n}"
+    if local:
+        shutil.move(src, candidate)
     else:
-        await _run(ctx, ctx.fs_local.mv, src, dest)
+        fs.mv(src, candidate)
+    return candidate
 
 
 async def _delete(action: Action, ctx: Context, direction: str) -> None:
     if direction == "upload":
-        await ctx.fs_fusion._rm_file(action.key.remote_path)
+        await ctx.remote.delete_distribution(action.key)
         return
     if action.backup and ctx.backup_dir:
         await _backup(ctx, action.path)

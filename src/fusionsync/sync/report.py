@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fusionsync.errors import EXIT_FAILED, EXIT_OK, signal_exit_code
 from fusionsync.sync.plan import Op, Plan
 
 
@@ -65,8 +67,20 @@ class Failure:
 
 
 @dataclass
+class Backup:
+    """A local file moved into the backup folder before it was replaced or deleted."""
+
+    path: str
+    backup: str
+
+
+@dataclass
 class SyncReport:
-    """The outcome of one sync pass (``fsync(once=True)`` returns it; the CLI prints it)."""
+    """The outcome of one sync pass (``fsync`` returns it; the CLI prints it).
+
+    ``interrupted`` when a signal (``interrupted_by``: ``SIGINT`` or ``SIGTERM``) stopped the pass:
+    transfers in flight were cancelled, their temporaries removed, and no delete ran.
+    """
 
     direction: str
     dry_run: bool = False
@@ -76,11 +90,13 @@ class SyncReport:
     skipped: int = 0
     conflicts: list[Failure] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    backups: list[Backup] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     bytes: int = 0
     hashed: int = 0
     duration: float = 0.0
     interrupted: bool = False
+    interrupted_by: str | None = None
     plan_lines: list[str] = field(default_factory=list)
 
     @classmethod
@@ -88,12 +104,23 @@ class SyncReport:
         report = cls(plan.direction, dry_run=dry_run, planned=plan.counts())
         report.skipped = sum(1 for a in plan.actions if a.op is Op.EQUAL)
         report.conflicts = [Failure(a.path, a.note) for a in plan.conflicts]
-        report.plan_lines = [f"{a.op.value} {a.path}" for a in plan.actions if a.op is not Op.EQUAL]
+        report.plan_lines = [
+            f"{a.op.value} {a.path}" + (f"  ({a.note})" if a.note and a.op is not Op.CONFLICT else "")
+            for a in plan.actions
+            if a.op is not Op.EQUAL
+        ]
         return report
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.conflicts and not self.interrupted
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit status for this report: 0 in sync, 1 failed or conflicts, 130/143 stopped."""
+        if self.interrupted and self.interrupted_by:
+            return signal_exit_code(getattr(signal, self.interrupted_by))
+        return EXIT_OK if self.ok else EXIT_FAILED
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -106,13 +133,15 @@ class SyncReport:
         items = [f"{verb} {len(self.transferred)} files ({_size(self.bytes)})"]
         if self.deleted:
             items.append(f"deleted {len(self.deleted)}")
+        if self.backups:
+            items.append(f"{len(self.backups)} backed up")
         items.append(f"{self.skipped} already in sync")
         if self.conflicts:
-            items.append(f"{len(self.conflicts)} kept because changed locally")
+            items.append(f"{len(self.conflicts)} conflicts kept")
         if self.failed:
             items.append(f"{len(self.failed)} failed")
         if self.interrupted:
-            items.append("interrupted")
+            items.append(f"interrupted by {self.interrupted_by}" if self.interrupted_by else "interrupted")
         return f"{self.direction}: " + ", ".join(items) + f" in {self.duration:.2f} s"
 
 

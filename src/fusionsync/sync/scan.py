@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from fusionsync.catalog.digest import FusionHasher
-from fusionsync.catalog.layout import RECOGNIZED_FORMATS, TEMP_MARK, DistKey, naming_problem, parse_file_name
-from fusionsync.sync.cache import HashCache
+from fusionsync.catalog.layout import TEMP_MARK, DistKey
+from fusionsync.catalog.listing import parse_time
+from fusionsync.sync.cache import CachedFile, HashCache
 from fusionsync.sync.plan import LocalEntry
 from fusionsync.sync.problems import local_failure
 
@@ -42,6 +43,8 @@ class LocalScan:
     entries: dict[str, LocalEntry] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)
+    vanished: dict[DistKey, str] = field(default_factory=dict)
+    """Distributions whose local file was synced (with this digest) and is gone now."""
     hashed: int = 0
     hashed_bytes: int = 0
     stale_temporaries: int = 0
@@ -60,16 +63,23 @@ def join(root: str, rel: str) -> str:
     return f"{root.rstrip('/')}/{rel}" if root else rel
 
 
-def walk(fs: Any, root: str, subdirs: list[str], unreadable: list[Unreadable] | None = None) -> list[LocalFile]:
+def walk(
+    fs: Any,
+    root: str,
+    subdirs: list[str],
+    unreadable: list[Unreadable] | None = None,
+    skipped: list[str] | None = None,
+) -> list[LocalFile]:
     """Every file under ``root/subdir`` for each subdir, with paths relative to ``root``.
 
-    Local folders that cannot be listed are added to ``unreadable`` (or raise without it).
+    Local folders that cannot be listed are added to ``unreadable`` (or raise without it); symbolic
+    links and other entries that are not regular files are named in ``skipped``.
     """
     found: list[LocalFile] = []
     for sub in subdirs:
         top = join(root, sub)
         if is_local(fs):
-            _walk_os(top, sub, found, unreadable)
+            _walk_os(top, sub, found, unreadable, skipped)
         elif fs.exists(top):
             for path, info in fs.find(top, detail=True).items():
                 rel = sub + "/" + path[len(fs._strip_protocol(top)) :].lstrip("/")
@@ -77,7 +87,9 @@ def walk(fs: Any, root: str, subdirs: list[str], unreadable: list[Unreadable] | 
     return found
 
 
-def _walk_os(top: str, rel: str, out: list[LocalFile], unreadable: list[Unreadable] | None) -> None:
+def _walk_os(
+    top: str, rel: str, out: list[LocalFile], unreadable: list[Unreadable] | None, skipped: list[str] | None
+) -> None:
     try:
         it = os.scandir(top)
     except (FileNotFoundError, NotADirectoryError):
@@ -91,11 +103,16 @@ def _walk_os(top: str, rel: str, out: list[LocalFile], unreadable: list[Unreadab
     with it:
         for entry in it:
             sub = f"{rel}/{entry.name}"
-            if entry.is_dir(follow_symlinks=False):
-                _walk_os(entry.path, sub, out, unreadable)
+            if entry.is_symlink():
+                if skipped is not None:
+                    skipped.append(f"{sub}: a symbolic link, which a sync does not follow, so it is skipped")
+            elif entry.is_dir(follow_symlinks=False):
+                _walk_os(entry.path, sub, out, unreadable, skipped)
             elif entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
                 out.append(LocalFile(sub, st.st_size, st.st_mtime_ns / 1e9))
+            elif skipped is not None:
+                skipped.append(f"{sub}: not a regular file (a device, socket or pipe), so it is skipped")
 
 
 def info_mtime(info: dict[str, Any]) -> float:
@@ -108,7 +125,10 @@ def info_mtime(info: dict[str, Any]) -> float:
         timestamp = getattr(value, "timestamp", None)
         if callable(timestamp):
             return float(timestamp())
-        return float(hash(str(value)))
+        parsed = parse_time(str(value))
+        if parsed is not None:
+            return parsed
+        return float(hash(str(value)))  # still tells a change apart
     return 0.0
 
 
@@ -159,21 +179,25 @@ async def scan_local(
     root: str,
     subdirs: list[str],
     cache: HashCache,
-    key_of: Callable[[str], DistKey | None],
+    key_of: Callable[[str], DistKey | str | None],
     pool: Executor | None = None,
     before_keys: Callable[[list[LocalFile]], Awaitable[None]] | None = None,
+    rehash: bool = False,
+    note_vanished: bool = False,
 ) -> LocalScan:
     """Walk the dataset folders, reuse cached digests, hash changed files in threads.
 
-    ``key_of`` maps a relative path to its distribution (None: not one of ours), once
-    ``before_keys`` (when given) has seen the files the walk found. Stale
-    temporaries of an interrupted transfer are removed. A file or folder that cannot be read
-    is listed in ``unreadable`` (the pass reports it failed and leaves its distribution alone);
-    a file that vanished since the walk is left out.
+    ``key_of`` maps a relative path to its distribution (a sentence: the file is skipped with that
+    warning; None: left out silently), once ``before_keys`` (when given) has seen the files the
+    walk found. Stale temporaries of an interrupted transfer are removed. A file or folder that
+    cannot be read is listed in ``unreadable`` (the pass reports it failed and leaves its
+    distribution alone); a file that vanished since the walk is left out. ``rehash`` hashes every
+    file again (finding content that changed while its size and modification time did not).
+    ``note_vanished`` fills ``vanished`` (what an upload with deletes needs).
     """
     loop = asyncio.get_running_loop()
     scan = LocalScan()
-    files = await loop.run_in_executor(pool, walk, fs, root, subdirs, scan.unreadable)
+    files = await loop.run_in_executor(pool, walk, fs, root, subdirs, scan.unreadable, scan.warnings)
     if before_keys is not None:  # what key_of needs to know about the files found
         await before_keys(files)
     cached = cache.load()
@@ -191,57 +215,69 @@ async def scan_local(
             scan.stale_temporaries += 1
             continue
         key = key_of(f.path)
-        if key is None:
-            problem = naming_problem(name)
-            if problem:
-                scan.warnings.append(f"{f.path}: {problem}")
+        if not isinstance(key, DistKey):
+            if key is not None:
+                scan.warnings.append(f"{f.path}: {key}")
             continue
         hit = cached.get(f.path)
-        if hit is not None and hit.size == f.size and hit.mtime == f.mtime:
+        if not rehash and hit is not None and hit.size == f.size and hit.mtime == f.mtime:
             scan.entries[f.path] = LocalEntry(f.path, f.size, hit.digest, key, hit.synced_digest, f.mtime)
         else:
             todo.append((f, key))
+    if note_vanished:
+        _note_vanished(scan, cached, {f.path for f in files}, subdirs, key_of)
     if todo:
-        batches = hash_batches(todo, lambda item: item[0].size)
-        done = await asyncio.gather(
-            *(loop.run_in_executor(pool, _hash_batch, fs, [join(root, f.path) for f, _ in b]) for b in batches)
-        )
-        results = [result for batch in done for result in batch]
-        hashed: list[tuple[LocalFile, DistKey, str]] = []
-        for (f, key), result in zip(todo, results, strict=True):
-            if isinstance(result, FileNotFoundError):
-                continue
-            if isinstance(result, OSError):
-                scan.unreadable.append(Unreadable(f.path, local_failure(result, join(root, f.path), "read"), key))
-                continue
-            hashed.append((f, key, result))
-        cache.store((f.path, f.size, f.mtime, d) for f, _, d in hashed)
-        for f, key, digest in hashed:
-            hit = cached.get(f.path)
-            scan.entries[f.path] = LocalEntry(f.path, f.size, digest, key, hit.synced_digest if hit else None, f.mtime)
-            scan.hashed_bytes += f.size
-        scan.hashed = len(hashed)
+        await _hash_all(scan, fs, root, todo, cached, cache, pool)
     return scan
 
 
-def unknown_format_datasets(files: list[LocalFile]) -> set[tuple[str, str]]:
-    """(catalog, dataset) of the files whose extension is not a known format (``isRawData`` decides those)."""
-    found = set()
-    for f in files:
-        name = f.path.rsplit("/", 1)[-1]
-        if name.partition(".")[2].lower() not in RECOGNIZED_FORMATS:
-            parsed = parse_file_name(name)
-            if parsed is not None:
-                found.add((parsed.key.catalog, parsed.key.dataset))
-    return found
+async def _hash_all(
+    scan: LocalScan,
+    fs: Any,
+    root: str,
+    todo: list[tuple[LocalFile, DistKey]],
+    cached: dict[str, CachedFile],
+    cache: HashCache,
+    pool: Executor | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    batches = hash_batches(todo, lambda item: item[0].size)
+    done = await asyncio.gather(
+        *(loop.run_in_executor(pool, _hash_batch, fs, [join(root, f.path) for f, _ in b]) for b in batches)
+    )
+    results = [result for batch in done for result in batch]
+    hashed: list[tuple[LocalFile, DistKey, str]] = []
+    for (f, key), result in zip(todo, results, strict=True):
+        if isinstance(result, FileNotFoundError):
+            continue
+        if isinstance(result, OSError):
+            scan.unreadable.append(Unreadable(f.path, local_failure(result, join(root, f.path), "read"), key))
+            continue
+        hashed.append((f, key, result))
+    cache.store((f.path, f.size, f.mtime, d) for f, _, d in hashed)
+    for f, key, digest in hashed:
+        hit = cached.get(f.path)
+        if hit is not None and (hit.size, hit.mtime) == (f.size, f.mtime) and hit.digest != digest:
+            scan.warnings.append(
+                f"{f.path}: its content changed although its size and modification time did not "
+                "(silent corruption, or an edit that restored the time)"
+            )
+        scan.entries[f.path] = LocalEntry(f.path, f.size, digest, key, hit.synced_digest if hit else None, f.mtime)
+        scan.hashed_bytes += f.size
+    scan.hashed = len(hashed)
 
 
-def key_from_name(path: str, is_raw: Callable[[str, str], bool]) -> DistKey | None:
-    """The distribution a local path names (by its file name); ``is_raw`` decides unknown extensions."""
-    parsed = parse_file_name(path.rsplit("/", 1)[-1])
-    if parsed is None:
-        return None
-    key = parsed.key
-    if key.format not in RECOGNIZED_FORMATS and is_raw(key.catalog, key.dataset):
-        return key._replace(format="raw")
-    return key
+def _note_vanished(
+    scan: LocalScan,
+    cached: dict[str, CachedFile],
+    present: set[str],
+    subdirs: list[str],
+    key_of: Callable[[str], DistKey | str | None],
+) -> None:
+    """Remember the synced digest of each distribution whose synced local file is gone."""
+    tops = tuple(sub + "/" for sub in subdirs)
+    for path, row in cached.items():
+        if row.synced_digest is not None and path not in present and path.startswith(tops):
+            key = key_of(path)
+            if isinstance(key, DistKey):
+                scan.vanished[key] = row.synced_digest
