@@ -76,7 +76,7 @@ async def seed(shared: Shared) -> None:
             await seeder.call(scratch, "POST", catalog, json={}, expect=(201, 409))
             for dataset in datasets:
                 body = {"isRawData": False, "title": f"load test {dataset}"}
-                await seeder.call(scratch, "PUT", f"{catalog}/datasets/{dataset}", json=body, expect=(200, 201))
+                await seeder.call(scratch, "POST", f"{catalog}/datasets/{dataset}", json=body, expect=(201, 409))
         await seeder.first_tokens(scratch)
         gate = asyncio.Semaphore(8)
 

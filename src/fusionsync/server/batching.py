@@ -1,9 +1,9 @@
 """Group work that many requests ask for at once (a group commit): while one batch runs, the next gathers.
 
-Many small uploads arriving together each need their bytes flushed to disk and their record committed;
-doing those for all of them in one go costs little more than doing it for one. A batch is whatever is
-waiting when the previous one ends (and what arrives in the same turn of the event loop), so a lone request
-waits for nothing, and the busier the server, the larger the batches.
+Many small uploads arriving together each need their record committed (on PostgreSQL a commit waits for
+its log to reach the disk); committing all of them in one transaction costs little more than one. A batch
+is whatever is waiting when the previous one ends (and what arrives in the same turn of the event loop), so
+a lone request waits for nothing, and the busier the server, the larger the batches.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from fusionsync.server.store import BlobMissing, Chunks, Content, Part, PartChan
 from fusionsync.server.streams import FLUSH_BYTES, TooLarge, pieces
 
 CHUNK = 8 * 2**20
-"""Size of the S3 parts a large single-request upload is sent in (and so the most it buffers)."""
+"""Size of the S3 parts a large single-request upload is sent in (about: the most it buffers)."""
 SMALL_READ = 2**16
 UNKNOWN_LENGTH_LIMIT = 64 * 2**20
 """A part sent without a Content-Length is gathered in memory, up to this size."""

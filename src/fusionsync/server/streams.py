@@ -24,7 +24,8 @@ class Hasher(Protocol):
 
 
 async def pieces(chunks: Chunks, size: int, limit: int) -> AsyncIterator[bytes]:
-    """The bytes of ``chunks`` in pieces of ``size`` (the last one shorter); ``TooLarge`` past ``limit``."""
+    """The bytes of ``chunks`` gathered into pieces of at least ``size`` (the last one may be shorter), joined
+    once and never sliced (a copy less per byte); ``TooLarge`` past ``limit``."""
     pending: list[bytes] = []
     buffered = total = 0
     async for chunk in chunks:
@@ -33,10 +34,9 @@ async def pieces(chunks: Chunks, size: int, limit: int) -> AsyncIterator[bytes]:
             raise TooLarge(limit)
         pending.append(chunk)
         buffered += len(chunk)
-        while buffered >= size:
-            data = b"".join(pending)
-            yield data[:size]
-            pending, buffered = [data[size:]], buffered - size
+        if buffered >= size:
+            yield b"".join(pending)
+            pending, buffered = [], 0
     if buffered:
         yield b"".join(pending)
 
@@ -47,7 +47,7 @@ async def receive(chunks: Chunks, write: Callable[[bytes], None], limit: int) ->
     total = 0
     async for piece in pieces(chunks, FLUSH_BYTES, limit):
         total += len(piece)
-        if len(piece) == FLUSH_BYTES:
+        if len(piece) >= FLUSH_BYTES:
             await loop.run_in_executor(None, write, piece)
         else:  # the last, short piece: written at once
             write(piece)
