@@ -39,6 +39,7 @@ from fusionsync.server.store import BlobStore
 log = logging.getLogger("fusionsync.server")
 LOCK_FILE = "server.lock"
 DISK_THREADS = 32
+LINGER_SECONDS = 1.0
 RESPAWN_LIMIT = 5
 """Worker deaths within a minute after which the server gives up (something is wrong at start)."""
 
@@ -169,6 +170,10 @@ async def serve(
             max_line_size=MAX_HEADER_LINE,
             max_field_size=MAX_HEADER_LINE,
             max_headers=MAX_HEADERS,
+            # After an early answer (an upload refused before its body was read) aiohttp reads and drops
+            # what the client still sends, so that the answer is not lost to a reset; 10 s by default, which
+            # also holds up a shutdown that long. On a network, a second is plenty.
+            lingering_time=LINGER_SECONDS,
         )
         await runner.setup()
         await web.SockSite(runner, sock).start()
@@ -240,6 +245,7 @@ def _supervise(config: ServerConfig, sock: socket.socket, ready: Callable[[int],
             try:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
+                faulthandler.register(signal.SIGUSR1, all_threads=True)
                 asyncio.run(serve(config, sock, None, parent))
                 code = 0
             except BaseException:
@@ -256,8 +262,15 @@ def _supervise(config: ServerConfig, sock: socket.socket, ready: Callable[[int],
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def dump(signum: int, frame: object) -> None:  # kill -USR1 on the parent: every worker's stacks too
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+    signal.signal(signal.SIGUSR1, dump)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
     for index in range(config.workers):
         spawn(index)
     ready(sock.getsockname()[1])
