@@ -39,6 +39,17 @@ def _reachable(install: Path) -> bool:
     return probe.returncode == 0
 
 
+def _copy(install: Path, dest: Path) -> Path:
+    """The wheel's PostgreSQL copied where everyone may read it, with the libraries its RPATH names
+    (``$ORIGIN/../../../pgserver.libs``: next to the package)."""
+    package = install.parent
+    for folder in (package, package.with_name(package.name + ".libs")):
+        if folder.exists():
+            shutil.copytree(folder, dest / folder.name)
+    subprocess.run(["chmod", "-R", "a+rX", str(dest)], check=True)
+    return dest / package.name / install.name
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -54,8 +65,7 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
     if ROOT:
         os.chown(work, NOBODY, NOBODY)
         if not _reachable(install):  # e.g. a checkout under /root: nobody may not enter it
-            install = Path(shutil.copytree(install, work / "pginstall"))
-            subprocess.run(["chmod", "-R", "a+rX", str(work / "pginstall")], check=True)
+            install = _copy(install, work / "copy")
     data, port = work / "data", _free_port()
     run = _as_server_user()
     subprocess.run(
