@@ -238,16 +238,30 @@ class FolderBlobs:
 
     def _sweep(self, live_blobs: set[str], live_operations: dict[str, str], min_age: float) -> int:
         removed = 0  # no other server writes here (min_age is for stores shared between hosts)
-        for path in self.tmp.iterdir():
-            if not (path.name.startswith("op-") and path.name[3:].split(".")[0] in live_operations):
-                _unlink(path)
-                removed += 1
-        for shard in self.blobs.iterdir():
-            for path in shard.iterdir():
-                if path.name not in live_blobs and path.name not in live_operations:
-                    _unlink(path)
-                    removed += 1
+        for entry in _entries(self.tmp):  # a link is removed as a name, never followed
+            if not (entry.name.startswith("op-") and entry.name[3:].split(".")[0] in live_operations):
+                removed += _remove(entry)
+        for shard in _entries(self.blobs):
+            if not shard.is_dir(follow_symlinks=False):
+                removed += _remove(shard)
+                continue
+            for entry in _entries(Path(shard.path)):
+                if entry.name not in live_blobs and entry.name not in live_operations:
+                    removed += _remove(entry)
         return removed
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return list(entries)
+
+
+def _remove(entry: os.DirEntry[str]) -> int:
+    """Remove a swept entry: a file or link (not what it points to); a folder is left alone."""
+    if entry.is_dir(follow_symlinks=False):
+        return 0
+    _unlink(entry.path)
+    return 1
 
 
 class _PartWriter:

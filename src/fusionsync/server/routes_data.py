@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from fusionsync.server import models as m
-from fusionsync.server.common import deleted, ident, paged, require_series, state
+from fusionsync.server.common import deleted, ident, page_answer, page_of, paged, require_series, state
 from fusionsync.server.content import send, wanted_range
 from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import BINARY, Answer, Api, H, Param
@@ -88,7 +88,9 @@ DOWNLOAD = {"params": RANGE_PARAMS, "errors": frozenset({404, 416})}
 )
 async def list_distributions(request: web.Request) -> web.Response:
     catalog, dataset, series = await require_series(request)
-    return paged(request, [dist_meta(d) for d in await state(request).meta.distributions(catalog, dataset, series)])
+    start, size = page_of(request)
+    dists = await state(request).meta.distributions(catalog, dataset, series, start, size + 1)
+    return page_answer(request, [dist_meta(d) for d in dists[:size]], len(dists) > size)
 
 
 async def _require_distribution(request: web.Request) -> Distribution:
