@@ -282,7 +282,7 @@ def test_a_database_of_the_first_release_is_migrated(tmp_path: Path) -> None:
     async def run() -> None:
         store = await SqlMetaStore.open(f"sqlite:///{path}")
         try:
-            assert await store.catalogs() == [{"identifier": "cat"}]
+            assert await store.catalogs(0, 10) == ([{"identifier": "cat"}], False)
             op = await store.operation("op1")
             assert op is not None and op.state == "open" and op.target == ("cat", "D", "s", "csv")
             assert [(p.number, p.ref, p.size) for p in await store.parts("op1")] == [(1, "", 5)]

@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from fusionsync import __version__
-from fusionsync.catalog.names import identifier_problem
+from fusionsync.catalog.names import catalog_identifier_problem
 from fusionsync.server import events, models, routes_attrs, routes_data, routes_datasets, routes_meta, routes_upload
 from fusionsync.server.access import CLIENT, audited, authorise
 from fusionsync.server.auth import API, FUSION, bearer
@@ -57,7 +57,7 @@ def _path_problem(raw_path: str) -> str | None:
         if segment == "" and i == len(segments) - 1:
             continue
         value = unquote(segment, errors="strict")
-        problem = identifier_problem(value)
+        problem = catalog_identifier_problem(value)
         if problem is not None:
             return f"path segment {value!r} {problem}"
     return None

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from aiohttp import hdrs, web
 
-from fusionsync.catalog.names import identifier_problem
+from fusionsync.catalog.names import catalog_identifier_problem
 from fusionsync.server.audit import AuditLog
 from fusionsync.server.auth import Backoff, TokenAuthority
 from fusionsync.server.errors import ApiError
@@ -109,14 +109,14 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def ident(request: web.Request, name: str, kind: str | None = None) -> str:
     """A path parameter, checked to be a safe identifier (400 otherwise)."""
     value = request.match_info[name]
-    problem = identifier_problem(value)
+    problem = catalog_identifier_problem(value)
     if problem is not None:
         raise ApiError(400, f"{kind or name} {value!r} {problem}")
     return value
 
 
 def check_body_identifier(value: Any, kind: str) -> str:
-    problem = identifier_problem(value)
+    problem = catalog_identifier_problem(value)
     if problem is not None:
         raise ApiError(400, f"{kind} {value!r} {problem}")
     assert isinstance(value, str)

@@ -182,18 +182,23 @@ class SqlMetaStore(Descriptions, Operations, EventLog):
     async def has_dataset(self, catalog: str, dataset: str) -> bool:
         return await self.db.one("SELECT 1 FROM datasets WHERE catalog=? AND id=?", catalog, dataset) is not None
 
+    async def incarnation(self, catalog: str, dataset: str) -> str | None:
+        row = await self.db.one("SELECT incarnation FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
+        return None if row is None else str(row[0])
+
     async def datasets(self, catalog: str, start: int, count: int) -> Page:
         return await self._page("SELECT id, meta FROM datasets WHERE catalog=? ORDER BY id", (catalog,), start, count)
 
     async def put_dataset(self, catalog: str, dataset: str, meta: dict[str, Any], products: list[str]) -> None:
         async with self.db.transaction() as tx:
             await tx.run(
-                "INSERT INTO datasets(catalog, id, meta, modified) VALUES (?, ?, ?, ?) "
+                "INSERT INTO datasets(catalog, id, meta, modified, incarnation) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (catalog, id) DO UPDATE SET meta=excluded.meta",
                 catalog,
                 dataset,
                 json.dumps(meta),
                 now_iso(),
+                secrets.token_hex(8),
             )
             await _link(tx, catalog, [(p, dataset) for p in products])
 
@@ -251,9 +256,9 @@ class SqlMetaStore(Descriptions, Operations, EventLog):
 
     async def _record(self, tx: Tx, item: Commit) -> tuple[bool | None, tuple[str, Distribution] | None]:
         dist = item.dist
-        touched = "UPDATE datasets SET modified=? WHERE catalog=? AND id=?"
-        if await tx.run(touched, dist.modified, dist.catalog, dist.dataset) == 0:
-            return None, None  # nothing written for this one
+        touched = "UPDATE datasets SET modified=? WHERE catalog=? AND id=? AND incarnation=?"
+        if await tx.run(touched, dist.modified, dist.catalog, dist.dataset, item.incarnation) == 0:
+            return None, None  # nothing written for this one: the dataset is gone (or is another by that name)
         key = (dist.catalog, dist.dataset, dist.series, dist.format)
         old = await tx.one(
             "SELECT blob FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?", *key

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
@@ -25,6 +26,13 @@ MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "parquet": "applic
 def distribution_file_name(dist: Distribution) -> str:
     """The file name a distribution is known by (the SDK's naming when none was uploaded)."""
     return dist.file_name or f"{dist.dataset}__{dist.catalog}__{dist.series}.{dist.format}"
+
+
+def content_disposition(name: str) -> str:
+    """An attachment named ``name`` as RFC 6266 has it: ``filename*`` with the name percent-encoded in UTF-8,
+    and a plain ``filename`` for old clients with every character that could end or escape it replaced."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def distribution_file_id(dist: Distribution) -> str:
@@ -182,7 +190,7 @@ async def _file_response(request: web.Request, dist: Distribution) -> web.Stream
         "x-jpmc-checksum": dist.checksum,
         "x-jpmc-checksum-algorithm": "SHA-256",
         hdrs.CONTENT_TYPE: "application/octet-stream",
-        hdrs.CONTENT_DISPOSITION: f'attachment; filename="{distribution_file_name(dist)}"',
+        hdrs.CONTENT_DISPOSITION: content_disposition(distribution_file_name(dist)),
     }
     span = wanted_range(request, dist.size)
     start, count = span if span is not None else (0, dist.size)

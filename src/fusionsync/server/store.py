@@ -85,6 +85,10 @@ class Operation:
     """The whole-file digest the completion was asked with (once it began)."""
     result: Distribution | None
     """What the completion stored (state ``done``)."""
+    incarnation: str = ""
+    """The incarnation of the dataset the upload began in."""
+    client: str = ""
+    """Who opened it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ class Commit:
     dist: Distribution
     dates: dict[str, str | None]
     operation: str | None = None
+    incarnation: str = ""
+    """The dataset's incarnation when the upload began: nothing is recorded if it is no longer the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,10 @@ class MetaStore(Protocol):
     async def unlink_product_dataset(self, catalog: str, product: str, dataset: str) -> bool: ...
     async def dataset(self, catalog: str, dataset: str) -> dict[str, Any] | None: ...
     async def has_dataset(self, catalog: str, dataset: str) -> bool: ...
+    async def incarnation(self, catalog: str, dataset: str) -> str | None:
+        """Names this life of the dataset (a dataset deleted and created again has another); None if absent."""
+        ...
+
     async def datasets(self, catalog: str, start: int, count: int) -> Page: ...
     async def put_dataset(self, catalog: str, dataset: str, meta: dict[str, Any], products: list[str]) -> None: ...
     async def dataset_modified(self, catalog: str, dataset: str) -> str | None: ...
@@ -208,7 +218,13 @@ class MetaStore(Protocol):
     async def dataset_lineage(self, catalog: str, dataset: str) -> list[tuple[str, str, str, str]]: ...
 
     # multipart upload operations
-    async def start_operation(self, op_id: str, target: tuple[str, str, str, str], handle: str) -> None: ...
+    async def start_operation(
+        self, op_id: str, target: tuple[str, str, str, str], handle: str, incarnation: str, client: str
+    ) -> None: ...
+    async def open_operation_count(self, client: str) -> int:
+        """How many unfinished upload operations the client holds."""
+        ...
+
     async def operation(self, op_id: str) -> Operation | None: ...
     async def parts(self, op_id: str) -> list[Part]: ...
     async def part_arriving(self, op_id: str, number: int) -> bool:
