@@ -134,7 +134,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         cause = exc.__cause__
         detail = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
         return error_response(400, f"unreadable request body: {detail}")
-    except (asyncio.CancelledError, ConnectionError):
+    except asyncio.CancelledError:
+        raise
+    except ConnectionError:
+        transport = request.transport
+        if transport is None or transport.is_closing():  # the client left, or was cut off: nothing to log
+            return error_response(400, "the connection was lost")
         raise
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)

@@ -218,7 +218,7 @@ class Backoff:
             if until < now - self.FORGET:
                 count = 0
             count += 1
-            wait = 0.0 if count <= self.FREE else min(self.MAX_WAIT, 2.0 ** (count - self.FREE - 1))
+            wait = 0.0 if count < self.FREE else min(self.MAX_WAIT, 2.0 ** (count - self.FREE))
             self._failures[key] = (count, now + wait)
         while len(self._failures) > self.MAX_KEYS:  # the oldest go first
             del self._failures[next(iter(self._failures))]

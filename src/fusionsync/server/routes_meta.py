@@ -10,6 +10,7 @@ from aiohttp import web
 from fusionsync.server import models as m
 from fusionsync.server.access import visible_catalogs
 from fusionsync.server.common import (
+    MAX_JSON_BODY,
     check_body_identifier,
     deleted,
     ident,
@@ -229,7 +230,7 @@ LINK = {"bodies": {"application/json": m.ProductDatasets}, "body_required": True
 @api.op("POST", LINKS, "Add datasets to a product", {200: Answer("Linked", m.ProductDatasets)}, **LINK)
 async def link_product_datasets(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
-    body = await json_body(request, m.ProductDatasets)
+    body = await json_body(request, m.ProductDatasets, MAX_JSON_BODY)
     product = check_body_identifier(body["product"], "product")
     store = state(request).meta
     if await store.product(catalog, product) is None:
