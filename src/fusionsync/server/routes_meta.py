@@ -232,10 +232,10 @@ async def link_product_datasets(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
     body = await json_body(request, m.ProductDatasets, MAX_JSON_BODY)
     product = check_body_identifier(body["product"], "product")
+    named = unique([check_body_identifier(d, "dataset") for d in body["datasets"]], "datasets")
     store = state(request).meta
     if await store.product(catalog, product) is None:
         raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
-    named = unique([check_body_identifier(d, "dataset") for d in body["datasets"]], "datasets")
     names = await _existing_datasets(request, catalog, named)
     await store.link_product_datasets(catalog, product, names)
     return json_response({"product": product, "datasets": names})
