@@ -166,9 +166,6 @@ class Registry:
             return None
         return self._clients.get(client_id)
 
-    def first(self) -> Client | None:
-        return next(iter(self._clients.values()), None)
-
     def remembered(self, client: Client, secret: str) -> bool | None:
         """Whether ``secret`` was verified for this client's current hash (None: not known, check it)."""
         known = self._verified.get(client.id)

@@ -8,15 +8,18 @@ aiohttp waits for a request's head and body as long as the client likes. Each co
   ``MIN_BODY_BYTES`` each ``read_timeout`` seconds (a body trickled a byte at a time is cut off); time the
   server itself holds the client back (reading paused, a full buffer) does not count;
 * at most ``max_connections`` are open per process: a new one first displaces the oldest connection that is
-  idle or still sending its head (a flood of half-open sockets cannot lock clients out), and is refused only
-  when every connection is busy with a request.
+  idle or still sending its head and has nothing waiting to be read (a flood of half-open sockets cannot
+  lock clients out), and is refused only when every connection is busy with a request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import resource
+import sys
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -56,11 +59,13 @@ class Limits:
         self.dropped = 0
 
     def admit(self, new: Guarded) -> bool:
-        """Make room for ``new`` (displacing the oldest idle or half-sent connection); False when full."""
+        """Make room for ``new`` (displacing the oldest connection that is idle or half-sent and has nothing
+        waiting to be read: a client whose request is on its way keeps its place); False when full."""
         if len(self.open) >= self.max_connections:
-            victim = next((c for c in self.open if c.state != BUSY), None)
+            victim = next((c for c in self.open if c.state != BUSY and not c.waiting()), None)
             if victim is None:
                 return False
+            log.debug("closing a connection (%s) to admit another: %d open", victim.state, len(self.open))
             victim.drop(None)
         self.open[new] = None
         return True
@@ -76,6 +81,7 @@ class Guarded(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.request: web.BaseRequest | None = None
         self.received = 0
+        self._tail = b""
         self._timer: asyncio.TimerHandle | None = None
 
     # -- the transport's calls ------------------------------------------------------------------
@@ -97,7 +103,14 @@ class Guarded(asyncio.Protocol):
         self.received += len(data)
         if self.state == IDLE:  # the next request begins
             self.state = HEAD
+            self._tail = b""
             self._arm(self.limits.header_timeout, self._head_late)
+        if self.state == HEAD:
+            seen = self._tail + data[:4096]
+            if b"\r\n\r\n" in seen:  # the head is complete: its handler is about to start
+                self.state = BUSY
+                self._cancel()
+            self._tail = seen[-3:]
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -154,6 +167,18 @@ class Guarded(asyncio.Protocol):
             self.drop(None)
             return
         self._arm(self.limits.read_timeout, self._check_pace, self.received)
+
+    def waiting(self) -> bool:
+        """Whether bytes from the client wait in the kernel, not read yet (a connection accepted in the same
+        batch as many others has not been read from at all)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            pending = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return int.from_bytes(pending, sys.byteorder) > 0
 
     def drop(self, answer: bytes | None) -> None:
         """Close the connection (after ``answer``, raw bytes, when the client is owed one)."""
