@@ -178,7 +178,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
     keys = [f"client:{client_id}", f"address:{request.remote}"]
     wait = st.backoff.wait(keys)
-    audit = {"client": client_id, "address": request.remote}
+    audit = {"client": client_id[:200], "address": request.remote}
     if wait > 0:
         st.audit.record("sign-in refused", **audit, status=429, reason="too many failed tries")
         message = f"too many failed token requests; try again in {math.ceil(wait)} s"
