@@ -1,9 +1,10 @@
 """Uploads of distributions: one request up to 5 MiB, else parts, resumable, bounded in memory.
 
-A multipart upload reads the file once: each 5 MiB part is read, hashed and sent, and the
-whole-file fsync digest is derived from the part digests. Parts in flight are bounded across
-every upload of a client (``Http.parts_gate``), so memory stays bounded however many files are
-sent at once.
+A multipart upload reads each 5 MiB part twice, 1 MiB at a time: once to hash it (its Digest
+header goes before its bytes), then again as it is sent (from the page cache), so a part in
+flight holds one slice, not 5 MiB. The whole-file fsync digest is derived from the part digests.
+Parts in flight are bounded across every upload of a client (``Http.parts_gate``), so memory
+stays bounded however many files are sent at once.
 
 Resuming: given an :class:`UploadJournal` (the sync engine keeps one per local file, keyed by its
 path, size, modification time and digest), the operation id is recorded when the upload starts.
@@ -57,6 +58,40 @@ class SlicedBody:
         view = memoryview(self.data)
         for start in range(0, len(view), CHUNK):
             yield view[start : start + CHUNK]
+
+
+class RangeBody:
+    """``length`` bytes of a file from ``offset``, read 1 MiB at a time as they are sent (re-iterable for
+    retries): a part in flight holds one slice, not the whole part. ``inline``: reads of a local file
+    (just hashed, so in the page cache) run on the loop, cheaper than a hand-off to a thread."""
+
+    def __init__(self, reader: Callable[[int, int], bytes], offset: int, length: int, inline: bool) -> None:
+        self.reader, self.offset, self.length, self.inline = reader, offset, length, inline
+
+    def __len__(self) -> int:
+        return self.length
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        end = self.offset + self.length
+        for pos in range(self.offset, end, CHUNK):
+            n = min(CHUNK, end - pos)
+            data = self.reader(pos, n) if self.inline else await loop.run_in_executor(None, self.reader, pos, n)
+            if len(data) != n:
+                raise OSError(f"the file ended at {pos + len(data)} bytes while it was being sent (it shrank)")
+            yield data
+
+
+def _hash_range(reader: Callable[[int, int], bytes], offset: int, length: int) -> bytes:
+    """The raw SHA-256 of ``length`` bytes from ``offset``, read 1 MiB at a time."""
+    hasher = hashlib.sha256()
+    end = offset + length
+    for pos in range(offset, end, CHUNK):
+        data = reader(pos, min(CHUNK, end - pos))
+        if len(data) != min(CHUNK, end - pos):
+            raise OSError(f"the file ended at {pos + len(data)} bytes while it was being read (it shrank)")
+        hasher.update(data)
+    return hasher.digest()
 
 
 def _dates(from_date: str | None, to_date: str | None) -> dict[str, str]:
@@ -125,22 +160,23 @@ async def upload(
         nonlocal reused
         async with gate:
             offset = i * PART_SIZE
-            data = await loop.run_in_executor(None, reader, offset, min(PART_SIZE, size - offset))
-            raw = await loop.run_in_executor(None, lambda: hashlib.sha256(data).digest())
+            length = min(PART_SIZE, size - offset)
+            raw = await loop.run_in_executor(None, _hash_range, reader, offset, length)  # first the Digest header
             digests[i] = raw
-            if held.get(i + 1) == (len(data), raw):  # the server holds these very bytes already
-                answers[i] = {"operationId": op_id, "partNumber": i + 1, "size": len(data), "digest": b64(raw)}
-                reused += len(data)
+            if held.get(i + 1) == (length, raw):  # the server holds these very bytes already
+                answers[i] = {"operationId": op_id, "partNumber": i + 1, "size": length, "digest": b64(raw)}
+                reused += length
             else:
                 url = f"{path}/operations/upload?operationId={op_id}&partNumber={i + 1}"
                 part_headers = {
                     "Digest": f"SHA-256={b64(raw)}",
                     "Content-Type": "application/octet-stream",
-                    "Content-Length": str(len(data)),
+                    "Content-Length": str(length),
                 }
-                answer, _ = await http.call("PUT", url, what, headers=part_headers, data=SlicedBody(data))
+                body = RangeBody(reader, offset, length, local_reader)
+                answer, _ = await http.call("PUT", url, what, headers=part_headers, data=body)
                 answers[i] = parse_json(answer, what)
-            callback.relative_update(len(data))
+            callback.relative_update(length)
 
     await gather_or_cancel([part(i) for i in range(count)])
     if reused:
