@@ -100,6 +100,8 @@ def round_trip(fs: FusionFileSystem, server: RunningServer, tmp_path: Path) -> d
     assert report.ok and len(report.transferred) == 2
     expected = {local_relative_path(k): payload(k, size) for k, size in keys.items()}
     assert local_files(dest) == expected
+    lean = fs.http._small
+    assert lean is not None and lean.idle > 0, "the small file came on the lean path, through the same proxy"
     return expected
 
 

@@ -209,55 +209,19 @@ def _discard(fd: int, temp: str) -> None:
 
 
 async def _download_small(http: Http, path: str, dest: str, callback: Progress) -> os.stat_result:
-    """One GET: the answer's headers carry the size and checksum, the body is hashed as it arrives."""
-    what = f"download of {path}"
+    """A file the listing says is small: streamed in order into a temporary (on the loop: a local write of
+    a small file costs less than a hand-off to a thread), the whole answer in one piece when it can be."""
     temp = temp_path_for(dest)
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    position = 0
+
+    def write(chunk: bytes) -> None:
+        nonlocal position
+        _write_at(fd, chunk, position)
+        position += len(chunk)
+
     try:
-        written = [0]  # bytes a failed attempt left in the temporary
-
-        async def attempt() -> tuple[Expected, str]:
-            if written[0]:  # never truncate an empty file: ext4 then flushes it to disk on close
-                os.ftruncate(fd, 0)
-                written[0] = 0
-            got = 0
-
-            def begin(headers: Any, size: int) -> tuple[Expected, Verifier]:
-                expected = Expected.from_headers(headers, f"distribution {path}")
-                callback.set_size(size)
-                return expected, expected.verifier()
-
-            def take(chunk: bytes, verifier: Verifier) -> None:
-                nonlocal got
-                written[0] = got + len(chunk)
-                _write_at(fd, chunk, got)
-                verifier.update(chunk)
-                got += len(chunk)
-                callback.relative_update(len(chunk))
-
-            try:
-                answer = await http.get_small(path + "/operationType/download", what, SMALL_FILE)
-                if answer is not None:  # the whole answer in one piece, on a lean connection
-                    size: int | None = len(answer.body)
-                    expected, verifier = begin(answer.headers, len(answer.body))
-                    take(answer.body, verifier)
-                else:
-                    async with http.stream("GET", path + "/operationType/download", what) as resp:
-                        size = resp.content_length
-                        if size is None:
-                            raise APIError(f"distribution {path}: the server gave no Content-Length")
-                        expected, verifier = begin(resp.headers, size)
-                        async for chunk in resp.content.iter_chunked(CHUNK):
-                            take(chunk, verifier)
-                if got != size:
-                    raise Retryable(f"{what}: the connection closed after {got} of {size} bytes")
-                return expected, verifier.result()
-            except BaseException:
-                callback.relative_update(-got)
-                raise
-
-        expected, checksum = await http.retrying(what, attempt)
-        _check(path, expected, checksum)
+        await download_stream(http, path, write, callback, small=True)
         return _commit(fd, temp, dest)
     except BaseException:
         _discard(fd, temp)
@@ -272,13 +236,17 @@ def _check(path: str, expected: Expected, checksum: str) -> None:
         )
 
 
-async def download_stream(http: Http, path: str, write: Callable[[bytes], object], callback: Progress) -> None:
+async def download_stream(
+    http: Http, path: str, write: Callable[[bytes], object], callback: Progress, small: bool = False
+) -> None:
     """Fetch a distribution in order into ``write`` (any writer: an S3 object, an open file), verified.
 
     ``write`` runs in a thread, one chunk at a time, while the next chunk is read; progress counts
-    what ``write`` took, so it is measured at the destination. A connection that breaks resumes at
-    the first byte not yet written (a range request). Raises :class:`ChecksumError` when the whole
-    does not match the server's checksum: the caller then discards what was written.
+    what ``write`` took, so it is measured at the destination. ``small`` (a file the listing says is
+    small, ``write`` cheap enough for the loop): the whole answer is asked for on a lean connection
+    first, and written on the loop. A connection that breaks resumes at the first byte not yet written
+    (a range request). Raises :class:`ChecksumError` when the whole does not match the server's
+    checksum: the caller then discards what was written.
     """
     loop = asyncio.get_running_loop()
     what = f"download of {path}"
@@ -287,6 +255,15 @@ async def download_stream(http: Http, path: str, write: Callable[[bytes], object
     expected: Expected | None = None
     verifier: Verifier | None = None
     pending: tuple[asyncio.Future[None], int] | None = None  # the chunk being written, and its length
+
+    def begin(headers: Any, length: int | None) -> None:
+        nonlocal expected, verifier, size
+        if length is None:
+            raise APIError(f"distribution {path}: the server gave no Content-Length")
+        expected = Expected.from_headers(headers, f"distribution {path}")
+        verifier = expected.verifier()
+        size = length
+        callback.set_size(size)
 
     def write_and_hash(chunk: bytes) -> None:
         assert verifier is not None
@@ -303,22 +280,30 @@ async def download_stream(http: Http, path: str, write: Callable[[bytes], object
             callback.relative_update(length)
 
     async def attempt() -> None:
-        nonlocal size, expected, verifier, pending
+        nonlocal pending, written
         if expected is not None and written == size:
             return  # everything was written before the connection broke
+        if small and expected is None:
+            answer = await http.get_small(path + "/operationType/download", what, SMALL_FILE)
+            if answer is not None:  # the whole answer in one piece, on a lean connection
+                begin(answer.headers, len(answer.body))
+                write_and_hash(answer.body)
+                written = len(answer.body)
+                callback.relative_update(written)
+                return
         params = {"downloadRange": f"bytes={written}-{size - 1}"} if written else None
         async with http.stream("GET", path + "/operationType/download", what, params=params) as resp:
             if expected is None:
-                if resp.content_length is None:
-                    raise APIError(f"distribution {path}: the server gave no Content-Length")
-                expected = Expected.from_headers(resp.headers, f"distribution {path}")
-                verifier = expected.verifier()
-                size = resp.content_length
-                callback.set_size(size)
+                begin(resp.headers, resp.content_length)
             elif resp.content_length != size - written:
                 raise APIError(f"{what}: the server ignores downloadRange, so a broken download cannot resume")
             try:
                 async for chunk in resp.content.iter_chunked(CHUNK):
+                    if small:
+                        write_and_hash(chunk)
+                        written += len(chunk)
+                        callback.relative_update(len(chunk))
+                        continue
                     await settle()
                     pending = loop.run_in_executor(None, write_and_hash, chunk), len(chunk)
             finally:
