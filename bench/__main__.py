@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.compare", "bench.client_bench", "bench.ranged_downloads", "bench.load"]
+BENCHES = ["bench.compare", "bench.client_bench", "bench.ranged_downloads", "bench.load", "bench.sync_latency"]
 
 
 def main() -> int:

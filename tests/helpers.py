@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -16,6 +17,8 @@ from typing import Any
 
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
 from fusionsync.server.process import ServerProcess
+
+Start = Callable[[list[str]], "subprocess.Popen[str]"]  # the `start` fixture (tests/conftest.py)
 
 
 @dataclass

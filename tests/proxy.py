@@ -26,16 +26,24 @@ class Observed:
 
 class Proxy(BackgroundServer):
     """Forwards every request to ``upstream``; requests for which ``watch(method, path)`` holds are
-    counted as in flight, delayed by ``delay`` seconds, and the first ``refuse`` of them refused."""
+    counted as in flight, delayed by ``delay`` seconds, and the first ``refuse`` of them refused
+    (or, ``silent``, never answered: held until the proxy stops)."""
 
     def __init__(
-        self, upstream: str, watch: Callable[[str, str], bool], delay: float = 0.0, refuse: int = 0, status: int = 503
+        self,
+        upstream: str,
+        watch: Callable[[str, str], bool],
+        delay: float = 0.0,
+        refuse: int = 0,
+        status: int = 503,
+        silent: bool = False,
     ) -> None:
         self.upstream = upstream.rstrip("/")
         self.watch = watch
         self.delay = delay
         self.refuse = refuse  # answer the first `refuse` watched requests with `status` and Retry-After
         self.status = status
+        self.silent = silent
         self.seen = Observed()
         super().__init__()
 
@@ -45,11 +53,13 @@ class Proxy(BackgroundServer):
 
     async def _serve(self) -> Cleanup:
         self._session = aiohttp.ClientSession(auto_decompress=False)
+        self._closing = asyncio.Event()
         app = web.Application(client_max_size=2**30)
         app.router.add_route("*", "/{tail:.*}", self._forward)
         stop_serving = await self._serve_app(app)
 
         async def cleanup() -> None:
+            self._closing.set()
             await self._session.close()
             await stop_serving()
 
@@ -66,6 +76,9 @@ class Proxy(BackgroundServer):
                 self.refuse -= 1
                 await request.read()
                 return web.json_response({"message": "try later"}, status=self.status, headers={"Retry-After": "0.1"})
+            if watched and self.silent:
+                await self._closing.wait()
+                return web.Response(status=503)
             if watched and self.delay:
                 await asyncio.sleep(self.delay)
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}

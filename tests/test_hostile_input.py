@@ -50,6 +50,7 @@ def test_hostile_names_from_the_server_never_write_outside_the_folder(tmp_path: 
     with LiarServer(listing(key, "D/20240101/distribution.csv")) as liar:
         fs = FusionFileSystem(credentials=liar.credentials)
         root = tmp_path / "a" / "b" / "mirror"
+        root.parent.mkdir(parents=True)  # a download makes its folder, not the folders above it
         report = sync_once(fs, root, tmp_path, datasets=["D"], direction="download")
         fs.close()
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())

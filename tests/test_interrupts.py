@@ -11,14 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
 
 from fusionsync.catalog.layout import local_relative_path
-from tests.helpers import RunningServer, wait_for
+from tests.helpers import RunningServer, Start, wait_for
 from tests.proxy import Proxy
 from tests.sync_fixtures import local_files, payload, seed
 
@@ -26,25 +25,6 @@ from tests.sync_fixtures import local_files, payload, seed
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUSIONSYNC_CACHE_DIR", str(tmp_path / "cache"))
-
-
-Start = Callable[[list[str]], "subprocess.Popen[str]"]
-
-
-@pytest.fixture
-def start() -> Iterator[Start]:
-    """Starts a process with pipes; any still running at the test's end (a failed test) is killed."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def run(args: list[str]) -> subprocess.Popen[str]:
-        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        return procs[-1]
-
-    yield run
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def sync_command(creds: Path, root: Path, *extra: str) -> list[str]:

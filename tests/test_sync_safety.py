@@ -103,6 +103,27 @@ def test_an_upload_from_a_missing_folder_is_refused_and_deletes_nothing(
     assert len(listed(server)) == 2
 
 
+def test_a_download_makes_its_folder_but_not_a_missing_parent(
+    server: RunningServer, fs: FusionFileSystem, tmp_path: Path
+) -> None:
+    """rsync's rule: a mistyped --local-path /mnt/dta/mirror is an error, not a new tree somewhere unexpected."""
+    (key,) = seed(server, "cat", {"A": {"20240101": ["csv"]}})
+    mistyped = tmp_path / "mnt" / "dta" / "mirror"
+    message = (
+        f"the folder {mistyped.parent} does not exist, so the local folder {mistyped} cannot be made in it; "
+        "nothing was done (create the parent folder first)"
+    )
+    with pytest.raises(UsageError) as refused:
+        sync_once(fs, mistyped, tmp_path, datasets=["A"], direction="download")
+    assert str(refused.value) == message
+    args = ["sync", "download", "--local-path", str(mistyped), "--catalog", "cat", "--dataset", "A", "--once"]
+    done = cli(*args, "--credentials", str(server.credentials_file), "--log-path", str(tmp_path))
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.splitlines() == [f"fusionsync: error: {message}"]
+    assert not (tmp_path / "mnt").exists()
+    assert once(fs, tmp_path / "new", direction="download").ok, "the last component is made"
+    assert local_files(tmp_path / "new") == {local_relative_path(key): payload(key)}
+
+
 def test_emptying_a_dataset_needs_to_be_asked_for(server: RunningServer, fs: FusionFileSystem, tmp_path: Path) -> None:
     keys = seed(server, "cat", {"A": {"20240101": ["csv"], "20240102": ["csv"]}, "B": {"20240101": ["csv"]}})
     empty = tmp_path / "empty"

@@ -93,7 +93,12 @@ def make_fusion_fs(credentials: str, root_url: str | None) -> Any:
 def sync_options(fn: F) -> F:
     options = [
         click.argument("direction", type=click.Choice(["upload", "download"])),
-        click.option("--local-path", default="", help="Local root (a folder or an fsspec URL such as s3://bucket/)."),
+        click.option(
+            "--local-path",
+            default="",
+            help="Local root (a folder or an fsspec URL such as s3://bucket/). A download makes the folder if "
+            "missing, but not the folders above it; an upload needs it to exist.",
+        ),
         click.option("--catalog", default="common", show_default=True, help="Fusion catalog."),
         click.option("--dataset", "datasets", multiple=True, help="Dataset to sync (repeatable)."),
         click.option("--product", "products", multiple=True, help="Product whose datasets to sync (repeatable)."),
@@ -140,8 +145,19 @@ def _run_sync(**kw: Any) -> Any:
 
 @main.command(epilog=EXIT_STATUS_HELP)
 @sync_options
-@click.option("--once", is_flag=True, help="One pass, then exit (default: repeat every --interval seconds).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--once", is_flag=True, help="One pass, then exit (default: run until Ctrl+C or SIGTERM).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Continuous mode: seconds between full passes, the safety net (changes wake a pass sooner).",
+)
+@click.option(
+    "--poll",
+    is_flag=True,
+    help="Continuous mode without change events or file watching: a pass every --interval only (for debugging).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be done; transfer nothing.")
 @click.option("--delete", is_flag=True, help="Mirror: delete at the destination what the source no longer has.")
 @click.option("--max-delete", type=click.IntRange(0), help="Refuse a pass that would delete more files.")
@@ -163,8 +179,12 @@ def sync(no_progress: bool, as_json: bool, **kw: Any) -> None:
     Downloads go to LOCAL_PATH/{catalog}/{dataset}/{series}/{dataset}__{catalog}__{series}.{format};
     uploads take every conforming file under LOCAL_PATH/{catalog}/{dataset}/. Without --once, passes
     repeat until Ctrl+C or SIGTERM, and each pass that did something prints one line (or one JSON
-    object with --json); a conflict is reported once. Changes on the destination since the last sync
-    are never overwritten: they are kept and reported as conflicts (or backed up, with --backup-dir).
+    object with --json); a conflict is reported once. A download wakes up within a second of a change
+    on the server (its change events), an upload within a second of a change under the dataset
+    folders (file events); a full pass runs every --interval seconds in any case, and is all there is
+    where the server has no change events, the local side is not a local folder, or with --poll.
+    Changes on the destination since the last sync are never overwritten: they are kept and reported
+    as conflicts (or backed up, with --backup-dir).
     """
     once = kw["once"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -96,11 +96,17 @@ async def messages(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, st
 
 
 async def subscribe(
-    http: Http, catalog: str, last_event_id: str | None = None, retry: float = 1.0
+    http: Http,
+    catalog: str,
+    last_event_id: str | None = None,
+    retry: float = 1.0,
+    on_connect: Callable[[], None] | None = None,
 ) -> AsyncIterator[ChangeEvent]:
     """Every change event of ``catalog`` from now on (or after ``last_event_id``), for as long as the
     caller iterates. A dropped connection is made again after ``retry`` seconds (doubling up to 30 s),
-    resuming after the last event received; a missing catalog or a refused token ends it with an error."""
+    resuming after the last event received; a missing catalog or a refused token ends it with an error,
+    as does a server that answers with anything but an event stream. ``on_connect`` is called each
+    time the stream is established (the server sends every change from then on)."""
     what = f"change events of catalog {catalog!r}"
     delay = retry
     while True:
@@ -112,6 +118,8 @@ async def subscribe(
                 if not resp.content_type.startswith("text/event-stream"):
                     raise APIError(f"{what}: the server does not stream events (Content-Type {resp.content_type})")
                 delay = retry
+                if on_connect is not None:
+                    on_connect()
                 async for event_id, data in messages(resp.content):
                     if event_id:
                         last_event_id = event_id

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
@@ -62,7 +62,8 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
     Besides the fsspec interface, it is the remote side of a sync
     (:class:`fusionsync.sync.remote.Remote`): ``list_distributions``, ``list_product_datasets``,
     ``dataset_is_raw``, ``download_distribution``, ``stream_distribution``,
-    ``upload_distribution`` and ``delete_distribution`` are coroutines on ``fs.loop``.
+    ``upload_distribution`` and ``delete_distribution`` are coroutines on ``fs.loop``, and ``events``
+    gives the change events a continuous sync wakes up on.
     """
 
     protocol = "fusion"
@@ -281,12 +282,15 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
     async def delete_distribution(self, key: DistKey) -> None:
         await self._rm_file(key.remote_path)
 
-    def events(self, catalog: str, last_event_id: str | None = None) -> AsyncIterator[ChangeEvent]:
+    def events(
+        self, catalog: str, last_event_id: str | None = None, on_connect: Callable[[], None] | None = None
+    ) -> AsyncIterator[ChangeEvent]:
         """The catalog's change events as they happen (``async for event in fs.events("common")``): every
         distribution created, replaced or deleted, and ``reset`` when some may have been missed. Reconnects by
-        itself, resuming after the last event (or after ``last_event_id``). Iterate it in the filesystem's
-        loop: create the filesystem with ``asynchronous=True`` inside a running loop."""
-        return subscribe(self.http, catalog, last_event_id)
+        itself, resuming after the last event (or after ``last_event_id``); ``on_connect`` is called each
+        time the stream is established. Iterate it in the filesystem's loop: create the filesystem with
+        ``asynchronous=True`` inside a running loop (a sync runs on ``fs.loop``)."""
+        return subscribe(self.http, catalog, last_event_id, on_connect=on_connect)
 
     # Synchronous forms, for scripts.
     changes = dataset_changes = sync_wrapper(list_distributions)

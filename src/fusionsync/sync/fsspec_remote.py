@@ -153,6 +153,10 @@ class FsspecRemote:
     async def delete_distribution(self, key: DistKey) -> None:
         await self._call(self.fs.rm_file, key.remote_path)
 
+    def events(self, catalog: str, *, on_connect: Callable[[], None] | None = None) -> None:
+        """None: a plain filesystem has no change events (a continuous sync polls it)."""
+        return None
+
 
 class _Unclosed:
     """A caller's open file, read to the end but left open (the caller closes it)."""

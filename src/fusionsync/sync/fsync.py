@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
@@ -15,6 +17,7 @@ from fusionsync.sync.remote import Remote, is_fusion_filesystem, open_remote
 from fusionsync.sync.report import SyncReport
 from fusionsync.sync.runner import Announcer, OnPass, Runner, run_once, watch
 from fusionsync.sync.scan import is_local
+from fusionsync.sync.sources import LOG_NAME, change_sources
 
 log = logging.getLogger("fusionsync")
 DEFAULT_N_PAR = 8
@@ -23,7 +26,7 @@ DEFAULT_N_PAR = 8
 def configure_logging(log_level: int, log_path: str) -> None:
     """Log to ``log_path/fusion_fsync.log`` at ``log_level``, as the SDK does."""
     log.setLevel(log_level)
-    target = os.path.abspath(os.path.join(log_path, "fusion_fsync.log"))
+    target = os.path.abspath(os.path.join(log_path, LOG_NAME))
     for handler in log.handlers:
         if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
             return
@@ -50,12 +53,19 @@ def root_id(fs_local: Any, root: str) -> str:
 
 def check_root(fs_local: Any, root: str, direction: str) -> None:
     """Refuse an upload from a local root that does not exist (a mistyped path: there is nothing to
-    send, and ``delete`` would empty the datasets). A download creates its root, as the SDK does."""
+    send, and ``delete`` would empty the datasets). A download creates its root, but not the folders
+    above it (rsync's rule: a mistyped parent is an error, not a new tree somewhere unexpected)."""
     if is_local(fs_local):
         if os.path.lexists(root) and not os.path.isdir(root):
             raise UsageError(f"the local path {root} is not a folder; nothing was done")
         if direction == "upload" and not os.path.isdir(root):
             raise UsageError(f"the local folder {root} does not exist, so there is nothing to upload; nothing was done")
+        parent = os.path.dirname(root)
+        if not os.path.isdir(root) and not os.path.isdir(parent):
+            raise UsageError(
+                f"the folder {parent} does not exist, so the local folder {root} cannot be made in it; nothing was "
+                "done (create the parent folder first)"
+            )
     elif direction == "upload" and not fs_local.exists(root):
         raise UsageError(f"{fs_local.unstrip_protocol(root)} does not exist, so there is nothing to upload")
 
@@ -77,6 +87,7 @@ def fsync(
     *,
     once: bool = False,
     interval: float = 10.0,
+    poll: bool = False,
     dry_run: bool = False,
     delete: bool = False,
     max_delete: int | None = None,
@@ -95,9 +106,13 @@ def fsync(
     (``fusion.Fusion(...).get_fusion_filesystem()``) or any fsspec filesystem serving the catalog's
     paths. ``n_par`` transfers run at once (default 8). Keyword-only extras:
 
-    - ``once``: run one pass (otherwise passes repeat every ``interval`` seconds until Ctrl+C or
-      SIGTERM). Returns the :class:`SyncReport` of the last pass, marked ``interrupted`` when a
-      signal stopped it (an empty one when the signal came between passes);
+    - ``once``: run one pass. Otherwise passes repeat until Ctrl+C or SIGTERM: a download wakes up
+      within a second of a change to a selected dataset (the catalog's change events), an upload
+      within a second of a change under the selected dataset folders (file events), and a pass runs
+      every ``interval`` seconds in any case as a safety net (the only wake-up where the server has no
+      change events or the local side is not a local folder, or with ``poll=True``). Returns the
+      :class:`SyncReport` of the last pass, marked ``interrupted`` when a signal stopped it (an empty
+      one when the signal came between passes);
     - ``dry_run``: plan only, transfer nothing (the report lists what would be done);
     - ``delete``: mirror, removing at the destination what the source no longer has, after all
       transfers of the pass succeeded; ``max_delete`` refuses a pass that would delete more. A pass
@@ -153,7 +168,8 @@ def fsync(
                 raise UsageError("the given products hold no datasets")
             opts.datasets = list(dict.fromkeys(wanted))
             check_names(catalog, opts.datasets)
-            return _sync(remote, fs_local, opts, local_root_of(fs_local, local_path), once, interval, runner, on_pass)
+            root = local_root_of(fs_local, local_path)
+            return _sync(remote, fs_local, opts, root, runner, on_pass, once=once, interval=interval, poll=poll)
 
 
 def _sync(
@@ -161,21 +177,34 @@ def _sync(
     fs_local: Any,
     opts: Options,
     root: str,
-    once: bool,
-    interval: float,
     runner: Runner,
     on_pass: OnPass | None,
+    *,
+    once: bool,
+    interval: float,
+    poll: bool,
 ) -> SyncReport:
-    """Lock the local root, then run one pass or the watch loop."""
+    """Lock the local root, then run one pass or the watch loop (woken by changes unless ``poll``)."""
     check_root(fs_local, root, opts.direction)
     cache = HashCache.for_root(root_id(fs_local, root))
     lock = RootLock(cache.path)
     lock.acquire(root)
     announce = Announcer(on_pass)
+
+    def one_pass() -> Coroutine[Any, Any, SyncReport]:
+        return run_pass(remote, fs_local, root, cache, opts)
+
     try:
         if once:
-            return run_once(runner, lambda: run_pass(remote, fs_local, root, cache, opts), announce)
-        return watch(runner, lambda: run_pass(remote, fs_local, root, cache, opts), interval, announce, opts.direction)
+            return run_once(runner, one_pass, announce)
+        if poll:
+            log.info("polling: a pass runs every %g s", interval)
+            sources: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        else:
+            own_files = str(cache.path.with_suffix(""))
+            sources = change_sources(remote, fs_local, root, opts, own_files, runner, interval)
+        with sources:
+            return watch(runner, one_pass, interval, announce, opts.direction)
     finally:
         cache.close()
         lock.release()

@@ -3,8 +3,9 @@
 :class:`Remote` is everything a pass needs from the catalog. Our
 :class:`~fusionsync.client.FusionFileSystem` implements it; :func:`open_remote` also accepts the
 official SDK's ``FusionHTTPFileSystem`` (its root URL, credentials and proxies drive our own
-client) and any other fsspec filesystem that serves the catalog's paths (read through its
-generic interface: slower, since digests must be computed by reading).
+client, change events included) and any other fsspec filesystem that serves the catalog's paths
+(read through its generic interface: slower, since digests must be computed by reading; no change
+events, so a continuous sync polls it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO, Any, Protocol
 
 from fsspec.spec import AbstractFileSystem
@@ -20,6 +21,7 @@ from fsspec.spec import AbstractFileSystem
 from fusionsync.catalog.layout import DistKey
 from fusionsync.catalog.listing import RemoteDistribution
 from fusionsync.client import FusionFileSystem
+from fusionsync.client.events import ChangeEvent
 from fusionsync.client.transfer import Progress
 from fusionsync.client.upload import UploadJournal
 from fusionsync.errors import UsageError
@@ -67,6 +69,14 @@ class Remote(Protocol):
 
     async def delete_distribution(self, key: DistKey) -> None:
         """Delete a distribution."""
+
+    def events(
+        self, catalog: str, *, on_connect: Callable[[], None] | None = None
+    ) -> AsyncIterator[ChangeEvent] | None:
+        """The catalog's change events for as long as they are iterated (on :attr:`loop`), reconnecting by
+        itself; None when this remote offers none (a continuous sync then polls). ``on_connect`` is called
+        each time the stream is established. Iterating raises a :class:`~fusionsync.errors.FusionSyncError`
+        when the server refuses or does not serve them."""
 
 
 def is_sdk_filesystem(fs: object) -> bool:

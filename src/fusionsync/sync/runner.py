@@ -2,8 +2,9 @@
 
 SIGINT (Ctrl+C) or SIGTERM, at any moment, sets the stop event: the pass in progress cancels its
 transfers (their temporaries are removed), runs no delete and returns its report marked
-``interrupted``; between passes, the loop ends with an empty interrupted report. A second signal
-exits at once. Signals are only caught when the sync runs in the main thread.
+``interrupted``; between passes (waiting for a change or for the interval), the loop ends at once
+with an empty interrupted report. A second signal exits at once. Signals are only caught when the
+sync runs in the main thread.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 from fusionsync.errors import EXIT_FAILED, FusionSyncError, signal_exit_code
 from fusionsync.sync.execute import describe
 from fusionsync.sync.report import Failure, SyncReport
+from fusionsync.sync.wakeup import Wakeup
 
 log = logging.getLogger("fusionsync")
 T = TypeVar("T")
@@ -37,7 +39,7 @@ class Runner:
         self.loop = loop
         self.stop = stop
         self.signal: int | None = None
-        self._wake = threading.Event()
+        self.wakeup = Wakeup()
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Runner:
@@ -50,12 +52,13 @@ class Runner:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+        self.wakeup.close()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None:  # the second one: at once
             os._exit(signal_exit_code(signum))
         self.signal = signum
-        self._wake.set()
+        self.wakeup.interrupt()
         self.loop.call_soon_threadsafe(self.stop.set)
 
     @property
@@ -80,9 +83,10 @@ class Runner:
                     told = True
                     log.warning("interrupted: finishing cleanly (send the signal again to stop at once)")
 
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``, or less when a signal arrives."""
-        self._wake.wait(seconds)
+    def sleep(self, seconds: float, not_before: float = 0.0) -> None:
+        """Wait ``seconds``, or less: when a signal arrives, or once a change announced to :attr:`wakeup`
+        has settled (but not before ``not_before`` seconds)."""
+        self.wakeup.wait(seconds, lambda: self.stopping, not_before)
 
 
 @dataclass
@@ -134,13 +138,16 @@ def watch(
     announce: Announcer,
     direction: str,
 ) -> SyncReport:
-    """Passes every ``interval`` seconds until a signal; failures back off exponentially.
+    """Passes until a signal: soon after each change announced to the runner's wakeup (change events,
+    file events), and ``interval`` seconds after the last pass in any case. Failures back off
+    exponentially (a change then starts a pass no sooner than ``interval`` after the failed one).
 
     Returns the report of the pass the signal stopped (an empty one when it came between passes).
     An error that no later pass can mend (usage, credentials, a refused delete) ends the loop.
     """
     failures = 0
     while not runner.stopping:
+        runner.wakeup.take()
         try:
             report = runner.mark(runner.run(one_pass()))
             announce(report)
@@ -156,7 +163,8 @@ def watch(
             failures += 1
             log.error("sync pass failed: %s", describe(exc))
         delay = interval if failures == 0 else min(MAX_BACKOFF, interval * 2 ** min(failures, 10))
-        runner.sleep(delay * (1 + random.uniform(0, 0.1) if failures else 1))
+        # After a failure, a change is no reason to try sooner than a poll would (no storm of failing passes).
+        runner.sleep(delay * (1 + random.uniform(0, 0.1) if failures else 1), not_before=interval if failures else 0)
     report = runner.mark(SyncReport(direction))
     announce(report)
     return report
