@@ -49,9 +49,10 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
     ``credentials``: a ``client_credentials.json`` path, a dict of its fields, or credentials
     objects (ours or the SDK's). ``root_url`` overrides the file's (for a self-hosted server).
     ``max_ranges`` bounds the parallel range requests of one download, ``max_parts`` the upload
-    parts in flight across all uploads (each holds 5 MiB); ``retries`` and ``read_timeout``
-    (seconds without a byte) apply to every request. Created with ``asynchronous=True`` (inside
-    a running loop), close it with ``await fs._close()`` or use it as ``async with``.
+    parts in flight across all uploads (each holds 1 MiB of a local file, 5 MiB of a remote one);
+    ``retries`` and ``read_timeout`` (seconds without a byte) apply to every request. Created with
+    ``asynchronous=True`` (inside a running loop), close it with ``await fs._close()`` or use it as
+    ``async with``.
 
     Networks: proxies come from the credentials file's ``proxies`` or else from ``HTTPS_PROXY`` /
     ``HTTP_PROXY`` (``NO_PROXY`` respected); certificates are verified against ``ca_bundle``, else

@@ -1,8 +1,9 @@
 """Uploads of distributions: one request up to 5 MiB, else parts, resumable, bounded in memory.
 
-A multipart upload reads each 5 MiB part twice, 1 MiB at a time: once to hash it (its Digest
-header goes before its bytes), then again as it is sent (from the page cache), so a part in
-flight holds one slice, not 5 MiB. The whole-file fsync digest is derived from the part digests.
+A multipart upload of a local file reads each 5 MiB part twice, 1 MiB at a time: once to hash it
+(its Digest header goes before its bytes), then again as it is sent (from the page cache), so a
+part in flight holds one slice, not 5 MiB. A part of a remote file (S3…) is read once and held
+while it is sent. The whole-file fsync digest is derived from the part digests.
 Parts in flight are bounded across every upload of a client (``Http.parts_gate``), so memory
 stays bounded however many files are sent at once.
 
@@ -61,23 +62,21 @@ class SlicedBody:
 
 
 class RangeBody:
-    """``length`` bytes of a file from ``offset``, read 1 MiB at a time as they are sent (re-iterable for
-    retries): a part in flight holds one slice, not the whole part. ``inline``: reads of a local file
-    (just hashed, so in the page cache) run on the loop, cheaper than a hand-off to a thread."""
+    """``length`` bytes of a local file from ``offset``, read 1 MiB at a time as they are sent (re-iterable
+    for retries): a part in flight holds one slice, not the whole part. The reads run on the loop: the
+    part was just hashed, so they come from the page cache, cheaper than a hand-off to a thread."""
 
-    def __init__(self, reader: Callable[[int, int], bytes], offset: int, length: int, inline: bool) -> None:
-        self.reader, self.offset, self.length, self.inline = reader, offset, length, inline
+    def __init__(self, reader: Callable[[int, int], bytes], offset: int, length: int) -> None:
+        self.reader, self.offset, self.length = reader, offset, length
 
     def __len__(self) -> int:
         return self.length
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
         end = self.offset + self.length
         for pos in range(self.offset, end, CHUNK):
-            n = min(CHUNK, end - pos)
-            data = self.reader(pos, n) if self.inline else await loop.run_in_executor(None, self.reader, pos, n)
-            if len(data) != n:
+            data = self.reader(pos, min(CHUNK, end - pos))
+            if len(data) != min(CHUNK, end - pos):
                 raise OSError(f"the file ended at {pos + len(data)} bytes while it was being sent (it shrank)")
             yield data
 
@@ -161,7 +160,14 @@ async def upload(
         async with gate:
             offset = i * PART_SIZE
             length = min(PART_SIZE, size - offset)
-            raw = await loop.run_in_executor(None, _hash_range, reader, offset, length)  # first the Digest header
+            body: RangeBody | SlicedBody
+            if local_reader:  # hashed first (its Digest header goes before it), then read again as it is sent
+                raw = await loop.run_in_executor(None, _hash_range, reader, offset, length)
+                body = RangeBody(reader, offset, length)
+            else:  # a remote file (S3…) is read once: the part is held while it is sent
+                data = await loop.run_in_executor(None, reader, offset, length)
+                raw = await loop.run_in_executor(None, lambda: hashlib.sha256(data).digest())
+                body = SlicedBody(data)
             digests[i] = raw
             if held.get(i + 1) == (length, raw):  # the server holds these very bytes already
                 answers[i] = {"operationId": op_id, "partNumber": i + 1, "size": length, "digest": b64(raw)}
@@ -173,7 +179,6 @@ async def upload(
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(length),
                 }
-                body = RangeBody(reader, offset, length, local_reader)
                 answer, _ = await http.call("PUT", url, what, headers=part_headers, data=body)
                 answers[i] = parse_json(answer, what)
             callback.relative_update(length)

@@ -244,13 +244,10 @@ PART_SUMMARY = (
     errors=frozenset({404}),
 )
 async def held_parts(request: web.Request) -> web.Response:
-    target = require_dataset(request), ident(request, "series", "series member"), ident(request, "format")
-    op_id = _operation(request, (*target[0], target[1], target[2]))
-    parts = [
-        {"partNumber": p.number, "size": p.size, "digest": p.digest}
-        for p in state(request).meta.parts(op_id)
-        if p.size >= 0
-    ]
+    catalog, dataset = require_dataset(request)
+    op_id = _operation(request, (catalog, dataset, ident(request, "series", "series member"), ident(request, "format")))
+    held = [p for p in state(request).meta.parts(op_id) if p.size >= 0]  # not one still arriving, or refused
+    parts = [{"partNumber": p.number, "size": p.size, "digest": p.digest} for p in held]
     return json_response({"operationId": op_id, "parts": parts})
 
 

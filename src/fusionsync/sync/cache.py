@@ -94,7 +94,9 @@ class HashCache:
     def forget(self, paths: Iterable[str]) -> None:
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM files WHERE path=?", ((p,) for p in paths))
+            rows = [(p,) for p in paths]
+            self._db.executemany("DELETE FROM files WHERE path=?", rows)
+            self._db.executemany("DELETE FROM uploads WHERE path=?", rows)
 
     def journal(self, path: str, size: int, mtime: float, digest: str, remote: str) -> UploadJournal:
         """The upload journal of one local file as scanned (an operation recorded for other content,
