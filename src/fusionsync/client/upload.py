@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
 from fusionsync.client.http import Http, parse_json
 from fusionsync.client.transfer import CHUNK, SMALL_FILE, Progress, gather_or_cancel
-from fusionsync.errors import APIError, AuthError, TransferError
+from fusionsync.errors import APIError, AuthError, FusionSyncError, TransferError
 
 log = logging.getLogger("fusionsync")
 
@@ -212,7 +212,8 @@ async def _resume(
         held = {int(p["partNumber"]): (int(p["size"]), base64.b64decode(p["digest"], validate=True)) for p in listed}
     except (AuthError, TransferError):  # refused, or nothing answers: no point starting another
         raise
-    except Exception as exc:  # unknown, expired, or a server without the listing: start over
+    except (FusionSyncError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # unknown, expired, or a server without the listing (or with another shape of it): start over
         log.info("%s: the interrupted upload %s cannot be continued (%s); starting again", what, op_id, exc)
         return None, {}
     log.info("%s: continuing upload %s, of which the server holds %d parts", what, op_id, len(held))
