@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -211,7 +212,7 @@ def make_app(config: ServerConfig) -> web.Application:
 
 def credentials_document(config: ServerConfig, client_id: str, secret: str) -> dict[str, object]:
     """A ``client_credentials.json`` (the SDK's format) for a client of this server."""
-    base = f"http://{config.host}:{config.port}"
+    base = f"{scheme(config)}://{config.host}:{config.port}"
     return {
         "client_id": client_id,
         "client_secret": secret,
@@ -220,6 +221,19 @@ def credentials_document(config: ServerConfig, client_id: str, secret: str) -> d
         "root_url": base + API_PREFIX,
         "proxies": {},
     }
+
+
+def scheme(config: ServerConfig) -> str:
+    return "https" if config.tls_cert else "http"
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context when a certificate is configured (``--tls-cert`` and ``--tls-key``)."""
+    if config.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 async def run_server(config: ServerConfig, ready: Callable[[int], None] | None = None) -> None:
@@ -234,7 +248,9 @@ async def run_server(config: ServerConfig, ready: Callable[[int], None] | None =
         max_headers=MAX_HEADERS,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(
+        runner, config.host, config.port, backlog=1024, reuse_address=True, ssl_context=tls_context(config)
+    )
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []

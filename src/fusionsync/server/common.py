@@ -36,6 +36,9 @@ class ServerConfig:
     max_upload_bytes: int = 64 * 2**30
     blob_grace_seconds: float = 60.0
     heartbeat_seconds: float = 30.0
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve HTTPS instead of HTTP (with ``tls_key``)."""
+    tls_key: Path | None = None
 
 
 @dataclass

@@ -227,6 +227,19 @@ class Part(msgspec.Struct, rename="camel"):
     digest: str
 
 
+class HeldPart(msgspec.Struct, rename="camel"):
+    part_number: Annotated[int, msgspec.Meta(ge=1)]
+    size: NonNegative
+    digest: str
+
+
+class HeldParts(msgspec.Struct, rename="camel"):
+    """The parts an open upload operation holds, received whole and verified (to resume an upload)."""
+
+    operation_id: str
+    parts: list[HeldPart]
+
+
 class Received(msgspec.Struct, rename="camel", omit_defaults=True):
     """A part received (with ``operationId`` and ``partNumber``), or the distribution a completion stored
     (with ``identifier`` and ``checksum``)."""

@@ -234,6 +234,23 @@ PART_SUMMARY = (
 )
 
 
+@both(
+    "GET",
+    "/{format}/operations/upload",
+    "The parts an open upload holds (received whole, with their size and SHA-256): what a client that was "
+    "interrupted need not send again",
+    {200: Answer("The parts held", m.HeldParts)},
+    params=(Param("operationId", "query", str, required=True),),
+    errors=frozenset({404}),
+)
+async def held_parts(request: web.Request) -> web.Response:
+    catalog, dataset = require_dataset(request)
+    op_id = _operation(request, (catalog, dataset, ident(request, "series", "series member"), ident(request, "format")))
+    held = [p for p in state(request).meta.parts(op_id) if p.size >= 0]  # not one still arriving, or refused
+    parts = [{"partNumber": p.number, "size": p.size, "digest": p.digest} for p in held]
+    return json_response({"operationId": op_id, "parts": parts})
+
+
 @both("PUT", "/{format}/operations/upload", PART_SUMMARY, PART_ANSWERS, **PART_OR_COMPLETION)
 @both("POST", "/{format}/operations/upload", PART_SUMMARY, PART_ANSWERS, **PART_OR_COMPLETION)
 async def multipart(request: web.Request) -> web.Response:
