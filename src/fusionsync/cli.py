@@ -271,7 +271,8 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Folder holding the catalog (metadata database and file blobs); created if missing.",
+    help="The server's folder (its lock, signing key, clients and credentials file) and, unless --metadata or "
+    "--blobs say otherwise, the catalog's database and file blobs; created if missing.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -331,7 +332,7 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Server processes sharing the port; any of them serves any request.",
+    help="Server processes sharing the port; any of them serves any request, and one that dies is replaced.",
 )
 @click.option(
     "--upload-expiry",
