@@ -107,9 +107,11 @@ def test_unfinished_uploads_expire_and_are_cleaned(tmp_path: Path, storage: Stor
         server.create_dataset("cat", "D")
         content = os.urandom(PART_SIZE + 10)
         op = start(server)
+        touched = time.monotonic()
         assert put_part(server, op, 1, content[:PART_SIZE]).status == 200
-        assert server.api("GET", HELD + op).status == 200
-        assert server.temporaries() != []
+        held, kept = server.api("GET", HELD + op).status, server.temporaries()
+        if time.monotonic() - touched < 1.5:  # still young (a loaded machine may take the 2 s over these calls)
+            assert held == 200 and kept != []
         wait_for(lambda: server.api("GET", HELD + op).status == 404, "the upload to expire", timeout=20)
         wait_for(lambda: server.temporaries() == [], "its parts to be removed", timeout=20)
         assert put_part(server, op, 2, content[PART_SIZE:]).status == 404

@@ -20,6 +20,8 @@ import os
 import random
 import signal
 import socket
+import ssl
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -165,12 +167,33 @@ async def tidy_root(st: State, port: int, secret: str | None) -> None:
             None, _matches, secret, client.secret
         ):
             return  # a client since removed or given a new secret: the file is stale, left as it is
-    write_private(path, json.dumps(credentials_document(config.host, port, client_id, secret), indent=2))
+    write_private(path, json.dumps(credentials_document(config, port, client_id, secret), indent=2))
 
 
-def credentials_document(host: str, port: int, client_id: str, secret: str) -> dict[str, object]:
+def scheme(config: ServerConfig) -> str:
+    return "https" if config.tls_cert else "http"
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context when a certificate is configured (``--tls-cert`` and ``--tls-key``)."""
+    if config.tls_cert is None:
+        return None
+    key = config.tls_key or config.tls_cert
+    mode = stat.S_IMODE(os.stat(key).st_mode)
+    if mode & 0o007:  # as ssh refuses a private key others may read (a group, e.g. ssl-cert, may)
+        raise ServeError(f"permissions {mode:04o} for {key} are too open: others may read it (chmod o-rwx {key})")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ServeError(f"cannot serve TLS with {config.tls_cert} and {config.tls_key}: {reason}") from exc
+    return context
+
+
+def credentials_document(config: ServerConfig, port: int, client_id: str, secret: str) -> dict[str, object]:
     """A ``client_credentials.json`` (the SDK's format) for a client of this server."""
-    base = f"http://{host}:{port}"
+    base = f"{scheme(config)}://{config.host}:{port}"
     return {
         "client_id": client_id,
         "client_secret": secret,
@@ -195,11 +218,13 @@ async def _janitor(st: State) -> None:
 async def serve(
     config: ServerConfig,
     sock: socket.socket,
+    tls: ssl.SSLContext | None,
     ready: Callable[[int], None] | None,
     parent: int | None,
     secret: str | None = None,
 ) -> None:
-    """Serve on ``sock`` until SIGINT or SIGTERM (or, for a worker, until its parent is gone)."""
+    """Serve on ``sock`` (HTTPS with ``tls``) until SIGINT or SIGTERM (or, for a worker, until its parent is
+    gone)."""
     loop = asyncio.get_running_loop()
     # Blob commits wait on fsync far more than they use a core: enough threads let many overlap.
     loop.set_default_executor(ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="fusionsync-disk"))
@@ -226,7 +251,7 @@ async def serve(
         )
         await runner.setup()
         limits = Limits(config.max_connections, config.header_timeout, config.read_timeout)
-        await GuardedSite(runner, sock, limits).start()
+        await GuardedSite(runner, sock, limits, ssl_context=tls).start()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -266,6 +291,7 @@ def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
     """Lock the root, bind the port, serve (``ServeError`` when it cannot)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, on stderr
     private_umask()
+    tls = tls_context(config)  # a certificate that does not load stops the server before it touches anything
     locks = [lock_root(config.root)]
     try:
         folder = Path(config.blobs) if config.blobs and "://" not in config.blobs else None
@@ -275,16 +301,18 @@ def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
         with sock:
             secret = first_client(config)
             if config.workers <= 1:
-                asyncio.run(serve(config, sock, ready, None, secret))
+                asyncio.run(serve(config, sock, tls, ready, None, secret))
             else:
                 asyncio.run(_prepare(config, sock.getsockname()[1], secret))
-                _supervise(config, sock, ready)
+                _supervise(config, sock, tls, ready)
     finally:
         for fd in locks:
             os.close(fd)
 
 
-def _supervise(config: ServerConfig, sock: socket.socket, ready: Callable[[int], None]) -> None:
+def _supervise(
+    config: ServerConfig, sock: socket.socket, tls: ssl.SSLContext | None, ready: Callable[[int], None]
+) -> None:
     """Fork the workers, start a new one for each that dies, stop them all on SIGINT or SIGTERM."""
     parent = os.getpid()
     workers: dict[int, int] = {}
@@ -298,7 +326,7 @@ def _supervise(config: ServerConfig, sock: socket.socket, ready: Callable[[int],
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
                 faulthandler.register(signal.SIGUSR1, all_threads=True)
-                asyncio.run(serve(config, sock, None, parent))
+                asyncio.run(serve(config, sock, tls, None, parent))
                 code = 0
             except BaseException:
                 log.exception("worker %d failed", index)
