@@ -23,6 +23,7 @@ from fusionsync.server.clients import (
     READ,
     ROLES,
     Client,
+    credentials_for,
     hash_secret,
     load_clients,
     new_secret,
@@ -61,16 +62,7 @@ def _secret(from_stdin: bool) -> str:
 
 
 def _credentials(path: Path, client_id: str, secret: str, url: str) -> None:
-    base = url.rstrip("/")
-    document = {
-        "client_id": client_id,
-        "client_secret": secret,
-        "resource": "fusionsync",
-        "auth_url": f"{base}/oauth2/token",
-        "root_url": f"{base}/api/v1/",
-        "proxies": {},
-    }
-    write_private(path, json.dumps(document, indent=2))
+    write_private(path, json.dumps(credentials_for(url, client_id, secret), indent=2))
     click.echo(f"credentials of {client_id!r} written to {path} (readable by you only)")
 
 

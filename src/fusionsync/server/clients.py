@@ -132,6 +132,19 @@ def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+def credentials_for(base_url: str, client_id: str, secret: str) -> dict[str, object]:
+    """A ``client_credentials.json`` (the official SDK's format) for a client of the server at ``base_url``."""
+    base = base_url.rstrip("/")
+    return {
+        "client_id": client_id,
+        "client_secret": secret,
+        "resource": "fusionsync",
+        "auth_url": f"{base}/oauth2/token",
+        "root_url": f"{base}/api/v1/",
+        "proxies": {},
+    }
+
+
 class Registry:
     """The clients of a clients file, read again whenever the file changes (checked on every use: a stat)."""
 

@@ -31,11 +31,20 @@ from urllib.parse import urlsplit, urlunsplit
 from aiohttp import web
 
 from fusionsync.server import uploads
-from fusionsync.server.app import API_PREFIX, MAX_HEADER_LINE, MAX_HEADERS, TOKEN_PATH, make_app
+from fusionsync.server.app import MAX_HEADER_LINE, MAX_HEADERS, make_app
 from fusionsync.server.audit import AUDIT_FILE, AuditLog
 from fusionsync.server.auth import KEY_FILE, KeyRing, TokenAuthority
 from fusionsync.server.blobs import FolderBlobs
-from fusionsync.server.clients import ADMIN, CLIENTS_FILE, Client, Registry, hash_secret, new_secret, save_clients
+from fusionsync.server.clients import (
+    ADMIN,
+    CLIENTS_FILE,
+    Client,
+    Registry,
+    credentials_for,
+    hash_secret,
+    new_secret,
+    save_clients,
+)
 from fusionsync.server.clients import secret_matches as _matches
 from fusionsync.server.common import ServerConfig, State
 from fusionsync.server.connections import GuardedSite, Limits
@@ -193,15 +202,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 def credentials_document(config: ServerConfig, port: int, client_id: str, secret: str) -> dict[str, object]:
     """A ``client_credentials.json`` (the SDK's format) for a client of this server."""
-    base = f"{scheme(config)}://{config.host}:{port}"
-    return {
-        "client_id": client_id,
-        "client_secret": secret,
-        "resource": "fusionsync",
-        "auth_url": base + TOKEN_PATH,
-        "root_url": base + API_PREFIX,
-        "proxies": {},
-    }
+    return credentials_for(f"{scheme(config)}://{config.host}:{port}", client_id, secret)
 
 
 async def _janitor(st: State) -> None:
