@@ -33,7 +33,7 @@ lint: $(DEV)
 
 # strict: a broken link or reference, a public name without docs (docs/hooks.py) fails the build
 docs: $(DOCS)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: lint docs
 	$(BIN)/python -m pytest -n 2 -q

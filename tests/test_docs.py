@@ -135,3 +135,12 @@ def test_the_package_has_nothing_undocumented() -> None:
     assert isinstance(loaded, griffe.Module)
     names = {f"fusionsync.{n}" for n in hooks.public_names(loaded)}
     assert hooks.problems(loaded, names) == []
+
+
+def test_each_readme_passage_the_docs_include_is_closed() -> None:
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    starts = re.findall(r"<!-- --8<-- \[start:([\w-]+)\] -->", readme)
+    ends = re.findall(r"<!-- --8<-- \[end:([\w-]+)\] -->", readme)
+    assert starts == ends and len(set(starts)) == len(starts)
+    included = re.findall(r'^--8<-- "README\.md:([\w-]+)"$', "\n".join(p.read_text() for p in DOCS.rglob("*.md")), re.M)
+    assert set(included) == set(starts)
