@@ -49,9 +49,7 @@ def documented_parameters(obj: griffe.Object) -> set[str]:
 
 def signature_of(obj: griffe.Object) -> Iterable[griffe.Parameter]:
     """The parameters a caller passes: a function's, or a class's ``__init__``'s (``self`` left out)."""
-    if isinstance(obj, griffe.Function):
-        return [p for p in obj.parameters if p.name not in ("self", "cls")]
-    if isinstance(obj, griffe.Class):
+    if isinstance(obj, griffe.Function | griffe.Class):
         return [p for p in obj.parameters if p.name not in ("self", "cls")]
     return []
 
