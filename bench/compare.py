@@ -1,6 +1,8 @@
 """fusionsync against the official SDK's fsync and against the machine's limit, workload by workload.
 
-Run: ``.venv/bin/python -m bench.compare [--scale 1.0] [--runs 3] [--only P1,P2] [--sdk-timeout 600]``.
+Run: ``.venv/bin/python -m bench.compare [--scale 1.0] [--runs 3] [--only P1,P2] [--sdk-timeout 600]
+[--workers N] [--scaled]`` (``--workers``: the server's processes; ``--scaled``: its metadata in PostgreSQL and
+blobs in S3, see ``bench/scaled.py``).
 ``--variant NAME=CHECKOUT`` (repeatable) adds a contender ``ours@NAME``: fusionsync from another checkout's
 ``src``, run in turn with the others on the same server and data (before/after comparisons on a noisy
 machine); ``--contenders`` picks which run.
@@ -13,6 +15,7 @@ URLs and bytes (or a bare scandir+stat walk for P3). ``--scale 0.1`` makes a qui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MiB, big_file
+from bench.scaled import scaled_options, workers_option
 from fusionsync.catalog.digest import file_digests
 from fusionsync.catalog.layout import DistKey, local_relative_path
 from fusionsync.server.process import ServerProcess
@@ -49,6 +53,7 @@ class Bench:
         work: Path,
         runs: int,
         sdk_timeout: float,
+        server_options: list[str],
         contenders: set[str] | None = None,
         variants: dict[str, Path] | None = None,
     ) -> None:
@@ -57,7 +62,7 @@ class Bench:
         self.sdk_timeout = sdk_timeout
         self.contenders = contenders
         self.variants = variants or {}
-        self.server = ServerProcess(work / "server", "--no-auth").start()
+        self.server = ServerProcess(work / "server", "--no-auth", *server_options).start()
         self.creds = work / "creds.json"
         base = self.server.base
         self.creds.write_text(
@@ -378,6 +383,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6")
     parser.add_argument("--sdk-timeout", type=float, default=900.0)
+    parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
+    parser.add_argument("--scaled", action="store_true", help="metadata in PostgreSQL, blobs in S3 (bench/scaled.py)")
     parser.add_argument("--contenders", help="Which to run (ours, sdk, limit, ours@VARIANT); default all.")
     parser.add_argument(
         "--variant", action="append", default=[], metavar="NAME=CHECKOUT", help="Also run another checkout's src."
@@ -386,10 +393,11 @@ def main() -> int:
     only = set(args.only.split(","))
     s = args.scale
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="fusionsync-bench-", dir=".") as tmp:
-        variants = dict(v.split("=", 1) for v in args.variant)
+    with tempfile.TemporaryDirectory(prefix="fusionsync-bench-", dir=".") as tmp, contextlib.ExitStack() as stack:
+        options = stack.enter_context(scaled_options(args.workers)) if args.scaled else workers_option(args.workers)
+        variants = {k: Path(p) for k, p in (v.split("=", 1) for v in args.variant)}
         chosen = set(args.contenders.split(",")) if args.contenders else None
-        b = Bench(Path(tmp).resolve(), args.runs, args.sdk_timeout, chosen, {k: Path(p) for k, p in variants.items()})
+        b = Bench(Path(tmp).resolve(), args.runs, args.sdk_timeout, options, chosen, variants)
         try:
             plan: list[tuple[str, Callable[[], Any]]] = [
                 ("P1", lambda: bulk_workload(b, "P1", "download", 4, int(256 * MiB * s))),

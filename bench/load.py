@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import math
@@ -38,6 +39,7 @@ from tests.helpers import RunningServer, start_server
 from bench.load_client import Client, Failure, Shared
 from bench.load_fs import FsClient
 from bench.load_model import Key, KindStats, MiB, Pool, Registry, Stats, Version, key_path, percentile
+from bench.scaled import scaled_options, workers_option
 from fusionsync.catalog.digest import PART_SIZE
 
 CATALOG = "load"
@@ -74,7 +76,7 @@ async def seed(shared: Shared) -> None:
             await seeder.call(scratch, "POST", catalog, json={}, expect=(201, 409))
             for dataset in datasets:
                 body = {"isRawData": False, "title": f"load test {dataset}"}
-                await seeder.call(scratch, "PUT", f"{catalog}/datasets/{dataset}", json=body, expect=(200, 201))
+                await seeder.call(scratch, "POST", f"{catalog}/datasets/{dataset}", json=body, expect=(201, 409))
         await seeder.first_tokens(scratch)
         gate = asyncio.Semaphore(8)
 
@@ -159,11 +161,20 @@ async def check_listings(checker: Client, ks: KindStats, stats: Stats, finals: d
                 stats.error("final_check", f"change listing disagrees with the bytes of {key_path(key)}", "Failure")
 
 
+def processes(pid: int) -> list[int]:
+    """A server's processes: itself and its workers."""
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [pid, *(int(p) for p in fh.read().split())]
+
+
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time of a server's processes so far."""
+    total = 0.0
+    for each in processes(pid):
+        with open(f"/proc/{each}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def loop_lag(samples: list[float], stop: asyncio.Event, every: float = 0.05) -> None:
@@ -176,8 +187,12 @@ async def loop_lag(samples: list[float], stop: asyncio.Event, every: float = 0.0
 
 
 def proc_status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+    """The sum of a field of /proc/PID/status over a server's processes."""
+    total = 0
+    for each in processes(pid):
+        with open(f"/proc/{each}/status") as fh:
+            total += next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+    return total
 
 
 async def run(server: RunningServer, args: argparse.Namespace) -> dict[str, Any]:
@@ -311,14 +326,20 @@ def main() -> int:
     parser.add_argument("--fs-share", type=float, default=0.2, help="share of clients using FusionFileSystem")
     parser.add_argument("--page-size", type=int, default=100, help="the server's page size")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
+    parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
+    parser.add_argument(
+        "--scaled", action="store_true", help="metadata in PostgreSQL, blobs in S3 (moto's server): bench/scaled.py"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fusionsync-load-") as tmp:
-        server = start_server(Path(tmp) / "root", "--page-size", str(args.page_size))
+    with tempfile.TemporaryDirectory(prefix="fusionsync-load-") as tmp, contextlib.ExitStack() as stack:
+        storage = stack.enter_context(scaled_options(args.workers)) if args.scaled else workers_option(args.workers)
+        server = start_server(Path(tmp) / "root", "--page-size", str(args.page_size), *storage)
         try:
             result = asyncio.run(run(server, args))
         finally:
             server.stop()
         result["server_log_problems"] = server_log_problems(server)
+        result["server_options"] = storage
     print_report(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -36,6 +36,35 @@ class RunningServer(ServerProcess):
 
     _token: str | None = None
 
+    @property
+    def bucket(self) -> tuple[str, str] | None:
+        """The S3 bucket and key prefix of its blobs (None: a folder)."""
+        blobs = next((self.args[i + 1] for i, a in enumerate(self.args) if a == "--blobs"), "")
+        if not blobs.startswith("s3://"):
+            return None
+        bucket, _, prefix = blobs[5:].partition("/")
+        return bucket, prefix.strip("/") + "/" if prefix else ""
+
+    def temporaries(self) -> list[str]:
+        """What unfinished uploads keep: files under ROOT/tmp, or S3 multipart uploads in progress."""
+        if self.bucket is None:
+            return sorted(p.name for p in (self.root / "tmp").iterdir())
+        import boto3
+
+        bucket, prefix = self.bucket
+        answer = boto3.client("s3").list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        return sorted(u["Key"][len(prefix) :] for u in answer.get("Uploads", []))
+
+    def blobs(self) -> list[str]:
+        """The blobs stored (files under ROOT/blobs, or the objects of the bucket)."""
+        if self.bucket is None:
+            return sorted(p.name for p in (self.root / "blobs").rglob("*") if p.is_file())
+        import boto3
+
+        bucket, prefix = self.bucket
+        answer = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"][len(prefix) :] for o in answer.get("Contents", []))
+
     def token(self) -> str:
         if self._token is None:
             creds = self.credentials() if self.auth else {"client_id": "x", "client_secret": "y"}

@@ -17,9 +17,11 @@ import pytest
 from fusionsync.client import ChangeEvent, FusionFileSystem
 from fusionsync.errors import NotFoundError
 from tests.api_doc import watch_for_internal_errors
+from tests.conftest import Storage
 from tests.helpers import RunningServer, start_server
 
 SUBSCRIBE = "/api/v1/catalogs/cat/notifications/subscribe"
+pytestmark = pytest.mark.scaled
 
 
 @pytest.fixture(autouse=True)
@@ -82,15 +84,18 @@ def test_a_reconnection_resumes_after_the_last_event(server: RunningServer) -> N
     assert unknown[0].kind == "reset" and unknown[0].path == ""
 
 
-def test_a_restarted_server_is_reconnected_to_with_a_reset(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "root")
+def test_a_restarted_server_resumes_the_stream_where_it_stopped(tmp_path: Path, storage: Storage) -> None:
+    """The log is in the metadata store: a subscriber reconnecting to the restarted server misses nothing."""
+    options = storage()
+    server = start_server(tmp_path / "root", *options)
     server.create_dataset("cat", "D")
     port = server.port
     restarted: list[RunningServer] = []
 
     def restart() -> None:
+        server.upload("cat", "D", "s", "csv", b"before")
         server.stop()
-        restarted.append(start_server(tmp_path / "root", port=port))
+        restarted.append(start_server(tmp_path / "root", *options, port=port))
         restarted[0].upload("cat", "D", "s", "csv", b"after")
 
     try:
@@ -98,7 +103,7 @@ def test_a_restarted_server_is_reconnected_to_with_a_reset(tmp_path: Path) -> No
     finally:
         for srv in restarted:
             srv.stop()
-    assert [(e.kind, e.series) for e in events] == [("reset", ""), ("created", "s")]
+    assert [(e.kind, e.series, e.size) for e in events] == [("created", "s", 6), ("replaced", "s", 5)]
 
 
 def test_subscribing_answers_like_every_operation(server: RunningServer) -> None:

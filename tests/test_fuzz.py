@@ -41,6 +41,7 @@ from schemathesis.transport.serialization import Binary
 
 from fusionsync.catalog.digest import fsync_digest_of
 from tests.api_doc import Operation, internal_errors, is_stream, operations
+from tests.conftest import Storage
 from tests.helpers import RunningServer, start_server
 
 DEEP = int(os.environ.get("FUSIONSYNC_FUZZ_EXAMPLES", "0"))
@@ -75,20 +76,21 @@ class Fuzzed:
         self.server.stop()
 
 
-def _fuzzed(tmp_path_factory: pytest.TempPathFactory, auth: bool) -> Iterator[Fuzzed]:
-    fuzzed = Fuzzed(start_server(tmp_path_factory.mktemp("fuzz") / "server-root", "--page-size", "2", auth=auth))
+def _fuzzed(tmp_path_factory: pytest.TempPathFactory, auth: bool, options: list[str]) -> Iterator[Fuzzed]:
+    root = tmp_path_factory.mktemp("fuzz") / "server-root"
+    fuzzed = Fuzzed(start_server(root, "--page-size", "2", *options, auth=auth))
     yield fuzzed
     fuzzed.close()
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    yield from _fuzzed(tmp_path_factory, auth=True)
+def auth_server(tmp_path_factory: pytest.TempPathFactory, storage: Storage) -> Iterator[Fuzzed]:
+    yield from _fuzzed(tmp_path_factory, True, storage())
 
 
 @pytest.fixture(scope="module")
-def open_fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    yield from _fuzzed(tmp_path_factory, auth=False)
+def open_fuzz_server(tmp_path_factory: pytest.TempPathFactory, storage: Storage) -> Iterator[Fuzzed]:
+    yield from _fuzzed(tmp_path_factory, False, storage())
 
 
 def seed(server: RunningServer, catalog: str) -> dict[str, str]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +203,40 @@ def test_the_cli_names_an_untrusted_server_in_one_line(tls_server: RunningServer
         capture_output=True, text=True, timeout=60, env=env | {"REQUESTS_CA_BUNDLE": ""},
     )  # fmt: skip
     assert trusted.returncode == 0, trusted.stderr
+
+
+def test_every_worker_serves_tls_and_the_credentials_file_says_https(
+    ca: trustme.CA, ca_file: Path, tmp_path: Path
+) -> None:
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    pem = str(tmp_path / "server.pem")
+    server = start_server(tmp_path / "root", "--tls-cert", pem, "--tls-key", pem, "--workers", "2", ca_file=ca_file)
+    try:
+        written = server.credentials()
+        assert written["root_url"] == f"https://127.0.0.1:{server.port}/api/v1/"
+        assert written["auth_url"] == f"https://127.0.0.1:{server.port}/oauth2/token"
+        fs = FusionFileSystem(credentials=str(server.credentials_file), ca_bundle=str(ca_file))
+        try:
+            round_trip(fs, server, tmp_path)
+        finally:
+            fs.close()
+        context = ssl.create_default_context(cafile=str(ca_file))
+        for _ in range(20):  # new connections, spread over both workers by the kernel: each speaks TLS
+            with urllib.request.urlopen(server.root_url + "openapi.json", timeout=10, context=context) as answer:
+                assert answer.status == 200
+    finally:
+        server.stop()
+
+
+def test_a_certificate_that_does_not_load_stops_the_server_in_one_sentence(ca: trustme.CA, tmp_path: Path) -> None:
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(str(tmp_path / "other-key.pem"))
+    root = tmp_path / "root"
+    command = [sys.executable, "-m", "fusionsync", "serve", "--root", str(root), "--port", "0", "--workers", "2"]
+    tls = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "other-key.pem")]
+    done = subprocess.run([*command, *tls], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot serve TLS with {tmp_path / 'cert.pem'} and {tmp_path / 'other-key.pem'}" in done.stderr
+    assert not root.exists(), "nothing was touched"

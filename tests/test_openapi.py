@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fusionsync.catalog.digest import fsync_digest_of
-from fusionsync.server import ServerConfig, make_app
+from fusionsync.server import make_app
 from tests.api_doc import Operation, document, is_stream, operations, resolve, watch_for_internal_errors
 from tests.helpers import RunningServer
 
@@ -42,7 +42,7 @@ def documented() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(tmp_path: Path) -> None:
-    app = make_app(ServerConfig(root=tmp_path))
+    app = make_app()
     routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
     explicit = {(m, p) for m, p in routes if m != "HEAD"}  # aiohttp adds a HEAD to every GET
     assert explicit - documented() == set(), "routes missing from openapi.json"

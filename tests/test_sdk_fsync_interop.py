@@ -34,6 +34,8 @@ SDK_FSYNC = textwrap.dedent(
     """
 )
 
+pytestmark = pytest.mark.scaled
+
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

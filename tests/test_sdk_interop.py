@@ -13,12 +13,15 @@ from fusionsync.catalog.digest import fsync_digest_of
 from tests.api_doc import watch_for_internal_errors
 from tests.helpers import RunningServer
 
-pytestmark = pytest.mark.filterwarnings(
-    # pandas and the SDK's own deprecations, and aiohttp's note on the SDK's in-memory upload bodies
-    "ignore::DeprecationWarning",
-    "ignore::FutureWarning",
-    "ignore:Sending a large body directly:ResourceWarning",
-)
+pytestmark = [
+    pytest.mark.scaled,
+    pytest.mark.filterwarnings(
+        # pandas and the SDK's own deprecations, and aiohttp's note on the SDK's in-memory upload bodies
+        "ignore::DeprecationWarning",
+        "ignore::FutureWarning",
+        "ignore:Sending a large body directly:ResourceWarning",
+    ),
+]
 
 
 @pytest.fixture(autouse=True)

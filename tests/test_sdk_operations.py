@@ -18,20 +18,24 @@ import requests
 
 from fusionsync.catalog.digest import fsync_digest_of
 from tests.api_doc import internal_errors
+from tests.conftest import Storage
 from tests.helpers import RunningServer, start_server
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::DeprecationWarning",
-    "ignore::FutureWarning",
-    "ignore:Sending a large body directly:ResourceWarning",
-    "ignore:\\s*A value is trying to be set on a copy",  # pandas, inside the SDK's list_products
-)
+pytestmark = [
+    pytest.mark.scaled,
+    pytest.mark.filterwarnings(
+        "ignore::DeprecationWarning",
+        "ignore::FutureWarning",
+        "ignore:Sending a large body directly:ResourceWarning",
+        "ignore:\\s*A value is trying to be set on a copy",  # pandas, inside the SDK's list_products
+    ),
+]
 _serial = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = start_server(tmp_path_factory.mktemp("sdk") / "root", "--page-size", "2")
+def shared(tmp_path_factory: pytest.TempPathFactory, storage: Storage) -> Iterator[RunningServer]:
+    server = start_server(tmp_path_factory.mktemp("sdk") / "root", "--page-size", "2", *storage())
     yield server
     server.stop()
     assert internal_errors(server.log) == [], "the server answered 500"

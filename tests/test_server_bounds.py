@@ -21,6 +21,7 @@ import pytest
 from fusionsync.catalog.digest import PART_SIZE, fsync_digest_of
 from fusionsync.server.common import MAX_JSON_BODY
 from tests.api_doc import watch_for_internal_errors
+from tests.conftest import Storage
 from tests.helpers import RunningServer, start_server
 
 DIST = "catalogs/cat/datasets/D/datasetseries/s/distributions/csv"
@@ -35,12 +36,13 @@ CEILING = 1000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, storage: Storage) -> Iterator[RunningServer]:
     """One server for the module, whose single-request uploads may hold CEILING bytes at most.
 
     Each test writes only names of its own.
     """
-    srv = start_server(tmp_path_factory.mktemp("bounds") / "server-root", "--max-upload-size", str(CEILING))
+    root = tmp_path_factory.mktemp("bounds") / "server-root"
+    srv = start_server(root, "--max-upload-size", str(CEILING), *storage())
     srv.create_dataset("cat", "D")
     srv.create_product("cat", "P", ["D"])
     yield srv

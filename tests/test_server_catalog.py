@@ -16,6 +16,8 @@ from tests.helpers import RunningServer
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
+pytestmark = pytest.mark.scaled
+
 
 @pytest.fixture(autouse=True)
 def no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:

@@ -102,6 +102,7 @@ def data() -> bytes:
 # -- downloads ---------------------------------------------------------------------------
 
 
+@pytest.mark.scaled
 @pytest.mark.parametrize("size", [0, 11, PART_SIZE + 5])
 def test_head_and_get_report_size_and_plain_checksum_on_every_url(server: RunningServer, size: int) -> None:
     content = os.urandom(size)
@@ -130,6 +131,7 @@ def test_head_and_get_report_size_and_plain_checksum_on_every_url(server: Runnin
         ("-7", 3 * 2**20 + 10, 3 * 2**20 + 16),
     ],
 )
+@pytest.mark.scaled
 def test_ranges_are_exact_by_query_and_by_header(
     server: RunningServer, data: bytes, wanted: str, first: int, last: int
 ) -> None:
@@ -147,6 +149,7 @@ def test_ranges_are_exact_by_query_and_by_header(
     assert both.body == data[0:2]
 
 
+@pytest.mark.scaled
 def test_ranges_outside_the_content_are_416(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     server.upload("cat", "D", "20240101", "csv", b"0123456789")
@@ -155,6 +158,7 @@ def test_ranges_outside_the_content_are_416(server: RunningServer) -> None:
         assert server.api("GET", DIST, headers={"Range": f"bytes={wanted}"}).status == 416
 
 
+@pytest.mark.scaled
 def test_files_listing_and_file_download(server: RunningServer, data: bytes) -> None:
     server.create_dataset("cat", "D")
     server.upload("cat", "D", "20240101", "csv", data)
@@ -176,6 +180,7 @@ def test_files_listing_and_file_download(server: RunningServer, data: bytes) -> 
 # -- uploads -------------------------------------------------------------------------------
 
 
+@pytest.mark.scaled
 def test_single_and_multipart_uploads_store_exact_bytes(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     for size in (0, 1, PART_SIZE, PART_SIZE + 1, 2 * PART_SIZE + 3):
@@ -187,9 +192,27 @@ def test_single_and_multipart_uploads_store_exact_bytes(server: RunningServer) -
         assert server.api("GET", url).body == payload
         row = changes(server)[f"D/s{size}/distribution.bin"]
         assert row[1] == str(size) and row[2] == f"SHA-256={fsync_digest_of([payload])}"
-    assert list((server.root / "tmp").iterdir()) == []
+    assert server.temporaries() == []
 
 
+@pytest.mark.scaled
+@pytest.mark.parametrize("size", [2**20 + 1, 17 * 2**20 + 5])
+def test_a_large_single_request_is_stored_whole(server: RunningServer, size: int) -> None:
+    """Streamed to the store as it arrives (S3: as a multipart upload of its own); the SDK sends such a body
+    with the plain SHA-256 as its Digest."""
+    server.create_dataset("cat", "D")
+    content = os.urandom(size)
+    answer = server.api(
+        "PUT", DIST, body=content, headers={**digest(content), "Content-Type": "application/octet-stream"}
+    )
+    assert answer.status == 200, answer.body
+    assert answer.json()["digest"] == f"SHA-256={fsync_digest_of([content])}"
+    assert server.api("GET", DIST).body == content
+    assert server.api("HEAD", DIST).headers["x-jpmc-checksum"] == sha(content)
+    assert server.temporaries() == [] and len(server.blobs()) == 1
+
+
+@pytest.mark.scaled
 def test_a_new_series_member_appears_with_its_first_distribution(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     member = "catalogs/cat/datasets/D/datasetseries/20240101"
@@ -216,6 +239,7 @@ def test_a_new_series_member_appears_with_its_first_distribution(server: Running
     assert set(changes(server)) == {"D/20240101/distribution.csv", "D/20240102/distribution.csv"}
 
 
+@pytest.mark.scaled
 def test_a_single_upload_with_a_wrong_or_missing_digest_stores_nothing(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     answer = server.api("PUT", DIST, body=b"payload", headers=whole(b"other"))
@@ -226,11 +250,12 @@ def test_a_single_upload_with_a_wrong_or_missing_digest_stores_nothing(server: R
     assert server.api("PUT", DIST, body=big, headers=digest(big[:-1])).status == 400
     assert server.api("GET", "catalogs/cat/datasets/D/datasetseries").json()["resources"] == []
     assert changes(server) == {}
-    assert list((server.root / "tmp").iterdir()) == []
+    assert server.temporaries() == []
     assert server.api("PUT", DIST, body=big, headers=whole(big)).status == 200  # its fsync digest
     assert server.api("PUT", DIST, body=big, headers=digest(big)).status == 200  # or its SHA-256, as the SDK sends
 
 
+@pytest.mark.scaled
 def test_a_part_with_a_wrong_digest_must_be_sent_again(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     content = os.urandom(PART_SIZE + 100)
@@ -249,6 +274,7 @@ def test_a_part_with_a_wrong_digest_must_be_sent_again(server: RunningServer) ->
     assert server.api("GET", DIST).body == content
 
 
+@pytest.mark.scaled
 def test_a_completion_with_a_wrong_or_missing_digest_stores_nothing(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     server.upload("cat", "D", "20240101", "csv", b"old")
@@ -263,9 +289,10 @@ def test_a_completion_with_a_wrong_or_missing_digest_stores_nothing(server: Runn
     assert server.api("GET", DIST).body == b"old"
     assert changes(server)["D/20240101/distribution.csv"][1] == "3"
     assert put_part(server, op, 1, content[:PART_SIZE]).status == 404  # the operation is over
-    assert list((server.root / "tmp").iterdir()) == []
+    assert server.temporaries() == []
 
 
+@pytest.mark.scaled
 def test_completion_checks_the_parts(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     content = os.urandom(2 * PART_SIZE)
@@ -291,6 +318,7 @@ def test_completion_checks_the_parts(server: RunningServer) -> None:
     assert server.api("GET", DIST).body == content
 
 
+@pytest.mark.scaled
 def test_operations_belong_to_one_distribution(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     op = start(server)
@@ -306,6 +334,7 @@ def parts_digest(parts: list[bytes]) -> dict[str, str]:
     return {"Digest": "SHA-256=" + base64.b64encode(hashlib.sha256(raw).digest()).decode()}
 
 
+@pytest.mark.scaled
 def test_parts_of_any_size_from_5_mib_make_one_distribution(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     content = os.urandom(2 * 8 * 2**20 + 12345)  # the SDK's upload(chunk_size=8 MiB): 8 MiB, 8 MiB, the rest
@@ -327,9 +356,10 @@ def test_parts_of_any_size_from_5_mib_make_one_distribution(server: RunningServe
         str(len(content)),
         f"SHA-256={fsync_digest_of([content])}",
     ]
-    assert list((server.root / "tmp").iterdir()) == []
+    assert server.temporaries() == []
 
 
+@pytest.mark.scaled
 def test_a_part_below_5_mib_must_be_the_last(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     content = os.urandom(PART_SIZE + 100)
@@ -391,6 +421,7 @@ def test_parts_still_arriving_block_the_completion(server: RunningServer) -> Non
     assert server.api("GET", DIST).body == content
 
 
+@pytest.mark.scaled
 def test_replacing_switches_to_the_new_bytes_and_downloads_in_flight_finish(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     old = os.urandom(6 * 2**20)
@@ -414,6 +445,7 @@ def test_replacing_switches_to_the_new_bytes_and_downloads_in_flight_finish(serv
     ]
 
 
+@pytest.mark.scaled
 def test_concurrent_uploads_of_one_distribution_leave_one_whole_file(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
     server.token(), server.fusion_token("cat", "D")
@@ -434,7 +466,7 @@ def test_concurrent_uploads_of_one_distribution_leave_one_whole_file(server: Run
     assert server.api("HEAD", DIST).headers["x-jpmc-checksum"] == sha(body)
     row = changes(server)["D/20240101/distribution.csv"]
     assert row[1:3] == [str(len(body)), f"SHA-256={fsync_digest_of([body])}"]
-    assert list((server.root / "tmp").iterdir()) == []
+    assert server.temporaries() == []
 
 
 def test_kill_during_uploads_keeps_the_catalog_and_cleans_up(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -272,7 +271,8 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Folder holding the catalog (metadata database and file blobs); created if missing.",
+    help="The server's folder (its lock, signing key, clients and credentials file) and, unless --metadata or "
+    "--blobs say otherwise, the catalog's database and file blobs; created if missing.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -314,6 +314,34 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     "their 10,000 parts of at most 5 GiB.",
 )
 @click.option(
+    "--metadata",
+    metavar="URL",
+    default="",
+    help="Where the catalog's metadata lives: sqlite:///PATH (default: sqlite:///ROOT/catalog.sqlite) or "
+    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (its schema is created and migrated by the server).",
+)
+@click.option(
+    "--blobs",
+    metavar="FOLDER|URL",
+    default="",
+    help="Where file bytes live: a folder (default: ROOT, under ROOT/blobs) or s3://BUCKET[/PREFIX] (endpoint, "
+    "region and keys from the standard AWS variables and files, AWS_ENDPOINT_URL included).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port; any of them serves any request, and one that dies is replaced.",
+)
+@click.option(
+    "--upload-expiry",
+    default=86400,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds after which an unfinished upload with no activity is dropped (an S3 upload is aborted).",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="PEM certificate (chain) to serve HTTPS with; needs --tls-key.",
@@ -331,19 +359,22 @@ def serve(
     page_size: int,
     token_ttl: int,
     max_upload_size: int,
+    metadata: str,
+    blobs: str,
+    workers: int,
+    upload_expiry: int,
     tls_cert: Path | None,
     tls_key: Path | None,
     log_level: str,
 ) -> None:
     """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/ (https:// with --tls-cert).
 
-    Metadata lives in ROOT/catalog.sqlite, file blobs under ROOT/blobs. Unless --no-auth is given,
-    a client_credentials.json for the first client is written to ROOT, ready for fusionsync or the
-    official SDK.
+    By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
+    signing key, the clients and the server's lock (a second server on ROOT refuses to start). Unless
+    --no-auth is given, a client_credentials.json for the first client is written to ROOT, ready for
+    fusionsync or the official SDK.
     """
-    import ssl
-
-    from fusionsync.server import ServerConfig, run_server
+    from fusionsync.server import ServeError, ServerConfig, run
 
     if (tls_cert is None) != (tls_key is None):
         fail(UsageError("--tls-cert and --tls-key go together"))
@@ -357,6 +388,10 @@ def serve(
         token_ttl=token_ttl,
         clients=_parse_clients(clients),
         max_upload_bytes=max_upload_size,
+        metadata=metadata,
+        blobs=blobs,
+        workers=workers,
+        upload_expiry=upload_expiry,
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
@@ -367,11 +402,11 @@ def serve(
         sys.stdout.flush()
 
     try:
-        asyncio.run(run_server(config, ready))
-    except ssl.SSLError as exc:
-        fail(UsageError(f"cannot serve TLS with {tls_cert} and {tls_key}: {exc.reason or exc}"))
+        run(config, ready)
+    except (ServeError, ValueError) as exc:
+        fail(UsageError(str(exc)))
     except OSError as exc:
-        fail(UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}"))
+        fail(UsageError(f"cannot serve from {root}: {exc.strerror or exc}"))
 
 
 @main.command()

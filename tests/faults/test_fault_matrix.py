@@ -41,6 +41,8 @@ UPLOAD_FAULTS = {  # on the way up the request's body is cut or damaged; on the 
     "429": FAULTS["429"],
 }
 
+pytestmark = pytest.mark.scaled
+
 
 def is_transfer(direction: str):  # type: ignore[no-untyped-def]
     if direction == "download":

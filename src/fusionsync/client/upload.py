@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, b64
 from fusionsync.client.http import Http, parse_json
 from fusionsync.client.transfer import CHUNK, SMALL_FILE, Progress, gather_or_cancel
-from fusionsync.errors import APIError, AuthError, FusionSyncError, TransferError
+from fusionsync.errors import APIError, AuthError, FusionSyncError, NotFoundError, TransferError
 
 log = logging.getLogger("fusionsync")
 
@@ -187,15 +187,48 @@ async def upload(
     if reused:
         log.info("%s: %d of %d bytes were already on the server (an interrupted upload)", what, reused, size)
     whole = b64(hashlib.sha256(b"".join(digests)).digest())
-    await http.call(
-        "POST",
-        f"{path}/operations/upload?operationId={op_id}",
-        what,
-        headers={**headers, "Digest": f"SHA-256={whole}"},
-        json_body={"parts": answers},
-    )
+    await _complete(http, path, op_id, {**headers, "Digest": f"SHA-256={whole}"}, answers, whole)
     if journal is not None:
         journal.end()
+
+
+async def _complete(http: Http, path: str, op_id: str, headers: dict[str, str], answers: list[Any], whole: str) -> None:
+    """The completion (retried as every request is). When its answer is lost on the way (the connection broke
+    after the server stored the file), the retry gets the same answer from a server that completes
+    idempotently, or "not found" from one that forgot the finished upload: then the change listing tells
+    whether the file is stored (``whole``, the fsync digest of 5 MiB parts, is what it reports)."""
+    what = f"upload to {path}"
+    try:
+        await http.call(
+            "POST",
+            f"{path}/operations/upload?operationId={op_id}",
+            what,
+            headers=headers,
+            json_body={"parts": answers},
+        )
+    except NotFoundError:
+        if await _stored_digest(http, path) != f"SHA-256={whole}":
+            raise
+
+
+async def _stored_digest(http: Http, path: str) -> str | None:
+    """The digest the change listing gives for the distribution at ``path`` (None when it lists none)."""
+    parts = path.split("/")
+    if len(parts) != 7:  # not catalog/datasets/D/datasetseries/S/distributions/F
+        return None
+    catalog, _, dataset, _, series, _, fmt = parts
+    try:
+        listing = await http.json(
+            f"{catalog}/datasets/changes", f"change listing of {dataset}", params={"datasets": dataset}
+        )
+    except NotFoundError:
+        return None
+    for entry in listing.get("datasets", []) if isinstance(listing, dict) else []:
+        for row in entry.get("distributions", []):
+            values = row.get("values", [])
+            if row.get("key") == f"{dataset}/{series}/distribution.{fmt}" and len(values) > 2:
+                return str(values[2])
+    return None
 
 
 async def _resume(

@@ -6,10 +6,7 @@ import asyncio
 import json
 import logging
 import re
-import signal
-import ssl
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,26 +16,21 @@ from aiohttp.http_exceptions import HttpProcessingError
 from fusionsync import __version__
 from fusionsync.catalog.names import identifier_problem
 from fusionsync.server import events, models, routes_attrs, routes_data, routes_datasets, routes_meta, routes_upload
-from fusionsync.server.auth import API, FUSION, TokenAuthority, bearer, ensure_client, load_key
-from fusionsync.server.blobs import BlobStore
+from fusionsync.server.auth import API, FUSION, bearer
 from fusionsync.server.common import (
     MAX_JSON_BODY,
     STATE,
-    ApiError,
-    ServerConfig,
     State,
     error_response,
     json_response,
 )
-from fusionsync.server.eventlog import EventHub
-from fusionsync.server.meta import MetaStore
+from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import FORM, Answer, Api, Op, document
 
 log = logging.getLogger("fusionsync.server")
 API_PREFIX = "/api/v1/"
 TOKEN_PATH = "/oauth2/token"
 OPEN_PATHS = {API_PREFIX + "openapi.json", TOKEN_PATH}
-DISK_THREADS = 32
 MAX_HEADER_LINE = 8190
 """Longest request line or header line, in bytes; longer ones are answered 400 before any routing."""
 MAX_HEADERS = 128
@@ -100,7 +92,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 _check_auth(request, st)
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -150,7 +142,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
 
 
-assert routes_upload.FLUSH_BYTES  # its operations are declared on routes_data's table (with their sample twins)
+assert routes_upload.DIGEST  # its operations are declared on routes_data's table (with their sample twins)
 ROUTES = [api, routes_data.api, routes_meta.api, routes_datasets.api, routes_attrs.api, events.api]
 """Every operation of the server. Under /api/v1/catalogs/{catalog} routes are tried in order: the data routes
 (one request per file) first."""
@@ -173,102 +165,18 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-def make_app(config: ServerConfig) -> web.Application:
-    """Build the application over the root folder of ``config`` (created when missing)."""
-    config.root.mkdir(parents=True, exist_ok=True)
-    meta = MetaStore(config.root / "catalog.sqlite")
-    blobs = BlobStore(config.root)
-    clients = config.clients if config.clients is not None else ensure_client(config.root)
-    tokens = TokenAuthority(load_key(config.root), clients, config.token_ttl)
-    for op_id in meta.operation_ids():
-        if not blobs.operation_temp(op_id).exists():  # completed, but the crash came before it was forgotten
-            meta.end_operation(op_id)
-    swept = blobs.sweep(meta.all_blobs(), meta.operation_ids())
-    if swept:
-        log.info("removed %d orphaned blobs and temporaries", swept)
+def make_app(live: State | None = None) -> web.Application:
+    """The application: every route, over the stores of ``live`` (none: only its routes, to look at)."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_JSON_BODY)
-    hub = EventHub()
-    app[STATE] = State(config, meta, blobs, tokens, hub)
+    if live is not None:
+        app[STATE] = live
     app[OPENAPI] = json.dumps(openapi_document()).encode()
     for table in ROUTES:
         table.register(app)
 
-    async def disk_threads(app: web.Application) -> None:
-        # Blob commits wait on fsync far more than they use a core: enough threads let many overlap.
-        pool = ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="fusionsync-disk")
-        asyncio.get_running_loop().set_default_executor(pool)
-
-    async def close(app: web.Application) -> None:
-        meta.close()
-
     async def end_subscriptions(app: web.Application) -> None:
-        hub.close()
+        if live is not None:
+            await live.meta.close_subscriptions()
 
-    app.on_startup.append(disk_threads)
     app.on_shutdown.append(end_subscriptions)
-    app.on_cleanup.append(close)
     return app
-
-
-def credentials_document(config: ServerConfig, client_id: str, secret: str) -> dict[str, object]:
-    """A ``client_credentials.json`` (the SDK's format) for a client of this server."""
-    base = f"{scheme(config)}://{config.host}:{config.port}"
-    return {
-        "client_id": client_id,
-        "client_secret": secret,
-        "resource": "fusionsync",
-        "auth_url": base + TOKEN_PATH,
-        "root_url": base + API_PREFIX,
-        "proxies": {},
-    }
-
-
-def scheme(config: ServerConfig) -> str:
-    return "https" if config.tls_cert else "http"
-
-
-def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
-    """The server's TLS context when a certificate is configured (``--tls-cert`` and ``--tls-key``)."""
-    if config.tls_cert is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    return context
-
-
-async def run_server(config: ServerConfig, ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM; ``ready`` is called with the bound port."""
-    app = make_app(config)
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        max_line_size=MAX_HEADER_LINE,
-        max_field_size=MAX_HEADER_LINE,
-        max_headers=MAX_HEADERS,
-    )
-    await runner.setup()
-    site = web.TCPSite(
-        runner, config.host, config.port, backlog=1024, reuse_address=True, ssl_context=tls_context(config)
-    )
-    await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    if sockets:
-        config.port = sockets[0].getsockname()[1]
-    clients = app[STATE].tokens.clients
-    if config.auth and clients:
-        client_id, secret = next(iter(clients.items()))
-        path = config.root / "client_credentials.json"
-        path.write_text(json.dumps(credentials_document(config, client_id, secret), indent=2), encoding="utf-8")
-        path.chmod(0o600)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready(config.port)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()

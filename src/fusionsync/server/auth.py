@@ -36,17 +36,29 @@ def _raw(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogatepass")
 
 
+def write_private(path: Path, data: str | bytes) -> None:
+    """Replace ``path`` atomically by a file readable by its owner only (0600 from its creation)."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def load_key(root: Path) -> bytes:
     """The signing key stored in ``root/server.key``, created on first use."""
     path = root / "server.key"
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return key
+        write_private(path, secrets.token_bytes(32))
+        return path.read_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +134,5 @@ def ensure_client(root: Path) -> dict[str, str]:
     clients = load_clients(root)
     if not clients:
         clients = {"fusionsync": secrets.token_urlsafe(24)}
-        path = root / "clients.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(clients, fh, indent=2)
+        write_private(root / "clients.json", json.dumps(clients, indent=2))
     return clients

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,8 @@ from aiohttp import web
 
 from fusionsync.catalog.names import identifier_problem
 from fusionsync.server.auth import TokenAuthority
-from fusionsync.server.blobs import BlobStore
-from fusionsync.server.eventlog import EventHub
-from fusionsync.server.meta import MetaStore
+from fusionsync.server.errors import ApiError
+from fusionsync.server.store import BlobStore, MetaStore
 
 NEXT_TOKEN = "x-jpmc-next-token"
 MAX_JSON_BODY = 2 * 2**20
@@ -36,9 +34,19 @@ class ServerConfig:
     max_upload_bytes: int = 64 * 2**30
     blob_grace_seconds: float = 60.0
     heartbeat_seconds: float = 30.0
+    metadata: str = ""
+    """Where the metadata lives: ``sqlite:///PATH`` (default: ROOT/catalog.sqlite) or ``postgresql://...``."""
+    blobs: str = ""
+    """Where the bytes live: a folder (default: ROOT) or ``s3://BUCKET/PREFIX``."""
+    workers: int = 1
+    upload_expiry: float = 86400.0
+    """Seconds after which an upload with no activity is dropped (its parts deleted, an S3 upload aborted)."""
     tls_cert: Path | None = None
     """PEM certificate chain: serve HTTPS instead of HTTP (with ``tls_key``)."""
     tls_key: Path | None = None
+
+    def metadata_url(self) -> str:
+        return self.metadata or f"sqlite:///{self.root.resolve() / 'catalog.sqlite'}"
 
 
 @dataclass
@@ -49,23 +57,9 @@ class State:
     meta: MetaStore
     blobs: BlobStore
     tokens: TokenAuthority
-    events: EventHub
-    receiving: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    """The parts of each multipart upload whose bytes are arriving now."""
-    completing: set[str] = field(default_factory=set)
-    """The multipart uploads being completed (their parts may no longer change)."""
 
 
 STATE = web.AppKey("state", State)
-
-
-class ApiError(Exception):
-    """An error answered to the client as JSON with a readable message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def state(request: web.Request) -> State:
@@ -83,8 +77,15 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return answer
 
 
-def error_response(status: int, message: str) -> web.Response:
-    return json_response({"status": status, "message": message, "error": message}, status=status)
+def deleted(identifier: str, found: object = True, missing: str = "") -> web.Response:
+    """The answer to a delete: 404 with ``missing`` when nothing was ``found``."""
+    if found is None or found is False:
+        raise ApiError(404, missing)
+    return json_response({"identifier": identifier, "deleted": True})
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"status": status, "message": message, "error": message}, status=status, headers=headers)
 
 
 def ident(request: web.Request, name: str, kind: str | None = None) -> str:
@@ -147,24 +148,24 @@ def whole_number(text: str, problem: str, digits: int = 18) -> int:
     return int(text)
 
 
-def require_catalog(request: web.Request) -> str:
+async def require_catalog(request: web.Request) -> str:
     catalog = ident(request, "catalog")
-    if state(request).meta.catalog(catalog) is None:
+    if await state(request).meta.catalog(catalog) is None:
         raise ApiError(404, f"catalog {catalog!r} not found")
     return catalog
 
 
-def require_dataset(request: web.Request) -> tuple[str, str]:
+async def require_dataset(request: web.Request) -> tuple[str, str]:
     catalog, dataset = ident(request, "catalog"), ident(request, "dataset")
-    if state(request).meta.has_dataset(catalog, dataset):  # one query (every upload); catalogs are never deleted
+    if await state(request).meta.has_dataset(catalog, dataset):  # one query (every upload)
         return catalog, dataset
-    require_catalog(request)  # which level is missing
+    await require_catalog(request)  # which level is missing
     raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
 
 
-def require_series(request: web.Request) -> tuple[str, str, str]:
-    catalog, dataset = require_dataset(request)
+async def require_series(request: web.Request) -> tuple[str, str, str]:
+    catalog, dataset = await require_dataset(request)
     series = ident(request, "series", "series member")
-    if state(request).meta.series(catalog, dataset, series) is None:
+    if await state(request).meta.series(catalog, dataset, series) is None:
         raise ApiError(404, f"series member {series!r} not found in dataset {dataset!r}")
     return catalog, dataset, series

@@ -1,80 +1,103 @@
-"""The change events of one server process, kept in order for subscribers (see ``events``); free of aiohttp."""
+"""The change-event log, in the metadata store (``meta.SqlMetaStore``); free of aiohttp.
+
+An event is appended in the transaction that makes the change, numbered from one counter row whose lock
+makes the numbers follow the order of commits (a reader that has seen number N never finds a smaller one
+later). Subscribers of this process are woken at once after a commit here; those of other processes by the
+database (PostgreSQL: LISTEN/NOTIFY; SQLite: its ``data_version``, polled while someone waits).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import uuid
+import contextlib
 from typing import Any
 
 import msgspec
 
-from fusionsync.server.meta import Distribution, now_iso
+from fusionsync.server.db import Database, Tx
+from fusionsync.server.store import Distribution, now_iso
 
 KEEP = 10_000
-CREATED, REPLACED, DELETED = "DistributionCreated", "DistributionReplaced", "DistributionDeleted"
+"""Events kept for subscribers that reconnect (older ones are trimmed by the janitor)."""
+WATCH_SECONDS = 1.0
 
 
-class EventHub:
-    """The events of this server process, in order; subscribers wait on it."""
+class EventLog:
+    """Appends events and lets subscribers wait for them."""
 
-    def __init__(self, keep: int = KEEP) -> None:
-        self.boot = uuid.uuid4().hex[:8]
-        self._seq = 0
-        self._recent: collections.deque[tuple[int, str, bytes]] = collections.deque(maxlen=keep)
-        self._waiters: set[asyncio.Queue[bool]] = set()
+    db: Database
+    log_id: str
 
-    def distribution_stored(self, dist: Distribution, replaced: bool) -> None:
-        self._publish(REPLACED if replaced else CREATED, dist, size=dist.size, digest=dist.digest)
+    def __init__(self) -> None:
+        self._news = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self.closing = False
 
-    def distribution_deleted(self, dist: Distribution) -> None:
-        self._publish(DELETED, dist)
+    async def _append_events(self, tx: Tx, events: list[tuple[str, Distribution]]) -> None:
+        if not events:
+            return
+        (last,) = await tx.one("UPDATE counters SET value = value + ? WHERE name='events' RETURNING value", len(events))
+        stamp = now_iso()
+        rows = []
+        for seq, (kind, dist) in enumerate(events, start=int(last) - len(events) + 1):
+            meta: dict[str, Any] = {
+                "catalog": dist.catalog,
+                "dataset": dist.dataset,
+                "series": dist.series,
+                "format": dist.format,
+            }
+            if kind != "DistributionDeleted":
+                meta |= {"size": dist.size, "digest": dist.digest}
+            body = {"id": f"{self.log_id}-{seq}", "type": kind, "timestamp": stamp, "catalog": dist.catalog}
+            rows.append((seq, dist.catalog, msgspec.json.encode({**body, "metaData": meta}).decode()))
+        await tx.many("INSERT INTO events(seq, catalog, body) VALUES (?, ?, ?)", rows)
+        if announce := self.db.announce():
+            await tx.one(announce)
 
-    def _publish(self, kind: str, dist: Distribution, **extra: Any) -> None:
-        self._seq += 1
-        event_id = f"{self.boot}-{self._seq}"
-        meta = {"catalog": dist.catalog, "dataset": dist.dataset, "series": dist.series, "format": dist.format}
-        body = {"id": event_id, "type": kind, "timestamp": now_iso(), "catalog": dist.catalog, "metaData": meta | extra}
-        self._recent.append((self._seq, dist.catalog, sse(event_id, body)))
-        for waiter in self._waiters:
-            waiter.put_nowait(True)
+    def _published(self) -> None:
+        """Wake this process's subscribers (after a commit that logged events, or to end their streams)."""
+        news, self._news = self._news, asyncio.Event()
+        news.set()
 
-    def since(self, catalog: str, last_id: str | None) -> tuple[list[bytes], bool, int]:
-        """The messages after ``last_id`` for ``catalog``; whether they cover the gap; the last sequence number."""
-        start, covered = self._seq, True
-        if last_id:
-            boot, _, seq = last_id.partition("-")
-            oldest = self._recent[0][0] if self._recent else self._seq + 1
-            if boot != self.boot or not seq.isdigit() or int(seq) > self._seq:
-                start, covered = 0, False
-            else:
-                start = int(seq)
-                covered = start + 1 >= oldest
-        messages = [msg for seq_, cat, msg in self._recent if seq_ > start and cat == catalog]
-        return messages, covered, self._seq
+    async def events_after(self, catalog: str, seq: int) -> list[tuple[int, bytes]]:
+        sql = "SELECT seq, body FROM events WHERE catalog=? AND seq > ? ORDER BY seq"
+        return [(int(s), sse(f"{self.log_id}-{s}", body)) for s, body in await self.db.all(sql, catalog, seq)]
 
-    def after(self, catalog: str, seq: int) -> tuple[list[bytes], int]:
-        return [msg for s, cat, msg in self._recent if s > seq and cat == catalog], self._seq
+    async def last_event(self) -> tuple[int, int]:
+        (newest,) = await self.db.one("SELECT value FROM counters WHERE name='events'")
+        (oldest,) = await self.db.one("SELECT MIN(seq) FROM events")
+        return (int(newest) + 1 if oldest is None else int(oldest)), int(newest)
 
-    def waiter(self) -> asyncio.Queue[bool]:
-        """A queue that gets True on every new event, False when the server shuts down."""
-        queue: asyncio.Queue[bool] = asyncio.Queue()
-        self._waiters.add(queue)
-        return queue
+    def news(self) -> asyncio.Event:
+        """Set once events newer than what a read made after this call saw may exist (from any process)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+        return self._news
 
-    def forget(self, queue: asyncio.Queue[bool]) -> None:
-        self._waiters.discard(queue)
+    async def _watch(self) -> None:
+        """Wake this process's subscribers when another process may have logged events."""
+        while not self.closing:
+            await self.db.changed(WATCH_SECONDS)
+            self._published()
 
-    def close(self) -> None:
+    async def trim_events(self, keep: int = KEEP) -> None:
+        await self.db.run("DELETE FROM events WHERE seq <= (SELECT value FROM counters WHERE name='events') - ?", keep)
+
+    async def close_subscriptions(self) -> None:
         """End every subscription (the server is shutting down: open streams must not hold it up)."""
-        for waiter in self._waiters:
-            waiter.put_nowait(False)
+        self.closing = True
+        self._published()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
 
 
-def sse(event_id: str | None, body: dict[str, Any]) -> bytes:
+def sse(event_id: str | None, body: str | bytes) -> bytes:
     head = f"id: {event_id}\n" if event_id else ""
-    return head.encode() + b"data: " + msgspec.json.encode(body) + b"\n\n"
+    data = body.encode() if isinstance(body, str) else body
+    return head.encode() + b"data: " + data + b"\n\n"
 
 
 def notice(kind: str, catalog: str) -> bytes:
-    return sse(None, {"id": "", "type": kind, "timestamp": now_iso(), "catalog": catalog})
+    return sse(None, msgspec.json.encode({"id": "", "type": kind, "timestamp": now_iso(), "catalog": catalog}))

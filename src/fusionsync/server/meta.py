@@ -1,230 +1,161 @@
-"""Metadata store of the catalog server, in one SQLite file.
+"""The metadata store over SQL (SQLite or PostgreSQL, see ``db``): catalogs, products, datasets, series
+members and distributions; attributes and lineage (``meta_attrs``), upload operations (``meta_uploads``) and
+the change-event log (``eventlog``) share its database and transactions.
 
-Every write is one transaction. Calls are short (microseconds) and run on the server's
-event loop thread, which serialises them; SQLite's WAL mode lets readers in other
-processes (backups, inspection) see a consistent state.
+Recording a distribution is one transaction with everything that goes with it: its series member, the
+dataset's modification time, its event, the blob it replaced (removed after a grace period) and the end of
+its upload operation. Concurrent recordings share one transaction (a group commit): on PostgreSQL each
+commit waits for its write-ahead log to reach the disk, and on SQLite a transaction costs more than a row.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+import secrets
+import time
 from typing import Any
 
-from fusionsync.server.meta_attrs import DescriptionStore
+from fusionsync.server.batching import Batcher
+from fusionsync.server.db import Database, Tx, migrate, open_database
+from fusionsync.server.eventlog import EventLog
+from fusionsync.server.meta_attrs import Descriptions
+from fusionsync.server.meta_uploads import Operations, result_json
+from fusionsync.server.schema import MIGRATIONS
+from fusionsync.server.store import CREATED, DELETED, REPLACED, Commit, Distribution, SeriesMember, now_iso
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS catalogs (
-    id TEXT PRIMARY KEY, meta TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS products (
-    catalog TEXT NOT NULL, id TEXT NOT NULL, meta TEXT NOT NULL,
-    PRIMARY KEY (catalog, id));
-CREATE TABLE IF NOT EXISTS datasets (
-    catalog TEXT NOT NULL, id TEXT NOT NULL, meta TEXT NOT NULL, modified TEXT NOT NULL,
-    PRIMARY KEY (catalog, id));
-CREATE TABLE IF NOT EXISTS product_datasets (
-    catalog TEXT NOT NULL, product TEXT NOT NULL, dataset TEXT NOT NULL,
-    PRIMARY KEY (catalog, product, dataset));
-CREATE TABLE IF NOT EXISTS series (
-    catalog TEXT NOT NULL, dataset TEXT NOT NULL, id TEXT NOT NULL, created TEXT NOT NULL,
-    PRIMARY KEY (catalog, dataset, id));
-CREATE TABLE IF NOT EXISTS distributions (
-    catalog TEXT NOT NULL, dataset TEXT NOT NULL, series TEXT NOT NULL, format TEXT NOT NULL,
-    blob TEXT NOT NULL, size INTEGER NOT NULL, digest TEXT NOT NULL, checksum TEXT NOT NULL,
-    modified TEXT NOT NULL, file_name TEXT, from_date TEXT, to_date TEXT, created_date TEXT,
-    PRIMARY KEY (catalog, dataset, series, format));
-CREATE TABLE IF NOT EXISTS operations (
-    id TEXT PRIMARY KEY, catalog TEXT NOT NULL, dataset TEXT NOT NULL, series TEXT NOT NULL,
-    format TEXT NOT NULL, created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS operation_parts (
-    operation TEXT NOT NULL, number INTEGER NOT NULL, blob TEXT NOT NULL, size INTEGER NOT NULL,
-    digest TEXT NOT NULL, PRIMARY KEY (operation, number));
-"""
+DIST_COLUMNS = "series, format, blob, size, digest, checksum, modified, file_name"
 
 
-def now_iso() -> str:
-    """The current UTC time as Fusion writes it, e.g. ``2024-11-20T09:04:28Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class SqlMetaStore(Descriptions, Operations, EventLog):
+    """The metadata store on one SQL database."""
 
+    def __init__(self, db: Database, log_id: str, grace: float) -> None:
+        self.db = db
+        self.log_id = log_id
+        self.grace = grace
+        self._commits = Batcher(self._commit_batch)
+        EventLog.__init__(self)
 
-@dataclass(frozen=True, slots=True)
-class Distribution:
-    """One stored distribution: where its bytes are and what they hash to."""
+    @classmethod
+    async def open(cls, url: str, grace: float = 60.0) -> SqlMetaStore:
+        """Connect to the database of a ``--metadata`` URL, creating or migrating its schema."""
+        db = await open_database(url)
+        try:
+            await migrate(db, MIGRATIONS)
+            await db.run(
+                "INSERT INTO settings(name, value) VALUES ('log_id', ?) ON CONFLICT (name) DO NOTHING",
+                secrets.token_hex(4),
+            )
+            (log_id,) = await db.one("SELECT value FROM settings WHERE name='log_id'")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, str(log_id), grace)
 
-    catalog: str
-    dataset: str
-    series: str
-    format: str
-    blob: str
-    size: int
-    digest: str
-    checksum: str
-    modified: str
-    file_name: str | None
+    async def close(self) -> None:
+        await self.close_subscriptions()
+        await self.db.close()
 
-
-@dataclass(frozen=True, slots=True)
-class SeriesMember:
-    """A series member and the span of dates its uploads declared (None when none did)."""
-
-    identifier: str
-    created: str
-    from_date: str | None
-    to_date: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    """One received part of a multipart upload."""
-
-    number: int
-    blob: str
-    size: int
-    digest: str
-
-
-class MetaStore:
-    """Catalogs, products, datasets, series members and distributions."""
-
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self.descriptions = DescriptionStore(self._db)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _one(self, sql: str, *args: Any) -> Any:
-        return self._db.execute(sql, args).fetchone()
-
-    def _all(self, sql: str, *args: Any) -> list[Any]:
-        return self._db.execute(sql, args).fetchall()
-
-    # -- catalogs ---------------------------------------------------------------------
-    def catalog(self, catalog: str) -> dict[str, Any] | None:
-        row = self._one("SELECT meta FROM catalogs WHERE id=?", catalog)
+    async def _meta(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        row = await self.db.one(sql, *args)
         return None if row is None else dict(json.loads(row[0]))
 
-    def catalogs(self) -> list[dict[str, Any]]:
-        return [json.loads(m) for (m,) in self._all("SELECT meta FROM catalogs ORDER BY id")]
+    async def _metas(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [json.loads(m) for (m,) in await self.db.all(sql, *args)]
 
-    def put_catalog(self, catalog: str, meta: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO catalogs(id, meta) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET meta=excluded.meta",
-            (catalog, json.dumps(meta)),
-        )
+    # -- catalogs ---------------------------------------------------------------------
+    async def catalog(self, catalog: str) -> dict[str, Any] | None:
+        return await self._meta("SELECT meta FROM catalogs WHERE id=?", catalog)
 
-    def delete_catalog(self, catalog: str) -> bool | None:
+    async def catalogs(self) -> list[dict[str, Any]]:
+        return await self._metas("SELECT meta FROM catalogs ORDER BY id")
+
+    async def create_catalog(self, catalog: str, meta: dict[str, Any]) -> bool:
+        sql = "INSERT INTO catalogs(id, meta) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
+        return await self.db.run(sql, catalog, json.dumps(meta)) > 0
+
+    async def delete_catalog(self, catalog: str) -> bool | None:
         """Delete an empty catalog: True when deleted, False when it holds datasets or products, None if absent."""
-        with self._db:
-            self._db.execute("BEGIN")
-            if self._one("SELECT 1 FROM catalogs WHERE id=?", catalog) is None:
+        async with self.db.transaction() as tx:
+            if await tx.one("SELECT 1 FROM catalogs WHERE id=?", catalog) is None:
                 return None
             for table in ("datasets", "products", "catalog_attributes"):
-                if self._one(f"SELECT 1 FROM {table} WHERE catalog=? LIMIT 1", catalog) is not None:
+                if await tx.one(f"SELECT 1 FROM {table} WHERE catalog=? LIMIT 1", catalog) is not None:
                     return False
-            self._db.execute("DELETE FROM catalogs WHERE id=?", (catalog,))
+            await tx.run("DELETE FROM catalogs WHERE id=?", catalog)
         return True
 
     # -- products ---------------------------------------------------------------------
-    def product(self, catalog: str, product: str) -> dict[str, Any] | None:
-        row = self._one("SELECT meta FROM products WHERE catalog=? AND id=?", catalog, product)
-        return None if row is None else dict(json.loads(row[0]))
+    async def product(self, catalog: str, product: str) -> dict[str, Any] | None:
+        return await self._meta("SELECT meta FROM products WHERE catalog=? AND id=?", catalog, product)
 
-    def products(self, catalog: str) -> list[dict[str, Any]]:
-        rows = self._all("SELECT meta FROM products WHERE catalog=? ORDER BY id", catalog)
-        return [json.loads(m) for (m,) in rows]
+    async def products(self, catalog: str) -> list[dict[str, Any]]:
+        return await self._metas("SELECT meta FROM products WHERE catalog=? ORDER BY id", catalog)
 
-    def put_product(self, catalog: str, product: str, meta: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO products(catalog, id, meta) VALUES (?, ?, ?) "
-            "ON CONFLICT(catalog, id) DO UPDATE SET meta=excluded.meta",
-            (catalog, product, json.dumps(meta)),
-        )
+    async def put_product(self, catalog: str, product: str, meta: dict[str, Any], links: list[str]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.run(
+                "INSERT INTO products(catalog, id, meta) VALUES (?, ?, ?) "
+                "ON CONFLICT (catalog, id) DO UPDATE SET meta=excluded.meta",
+                catalog,
+                product,
+                json.dumps(meta),
+            )
+            await _link(tx, catalog, [(product, d) for d in links])
 
-    def delete_product(self, catalog: str, product: str) -> bool:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM product_datasets WHERE catalog=? AND product=?", (catalog, product))
-            cur = self._db.execute("DELETE FROM products WHERE catalog=? AND id=?", (catalog, product))
-        return cur.rowcount > 0
+    async def delete_product(self, catalog: str, product: str) -> bool:
+        async with self.db.transaction() as tx:
+            await tx.run("DELETE FROM product_datasets WHERE catalog=? AND product=?", catalog, product)
+            deleted = await tx.run("DELETE FROM products WHERE catalog=? AND id=?", catalog, product)
+        return bool(deleted)
 
-    def product_datasets(self, catalog: str, product: str | None = None) -> list[tuple[str, str]]:
+    async def product_datasets(self, catalog: str, product: str | None = None) -> list[tuple[str, str]]:
         if product is None:
             sql = "SELECT product, dataset FROM product_datasets WHERE catalog=? ORDER BY product, dataset"
-            return [(p, d) for p, d in self._all(sql, catalog)]
+            return [(p, d) for p, d in await self.db.all(sql, catalog)]
         sql = "SELECT product, dataset FROM product_datasets WHERE catalog=? AND product=? ORDER BY dataset"
-        return [(p, d) for p, d in self._all(sql, catalog, product)]
+        return [(p, d) for p, d in await self.db.all(sql, catalog, product)]
 
-    def link_product_datasets(self, catalog: str, product: str, datasets: list[str]) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO product_datasets(catalog, product, dataset) VALUES (?, ?, ?)",
-                [(catalog, product, d) for d in datasets],
-            )
+    async def link_product_datasets(self, catalog: str, product: str, datasets: list[str]) -> None:
+        await _link(self.db, catalog, [(product, d) for d in datasets])
 
-    def unlink_product_dataset(self, catalog: str, product: str, dataset: str) -> bool:
-        cur = self._db.execute(
-            "DELETE FROM product_datasets WHERE catalog=? AND product=? AND dataset=?",
-            (catalog, product, dataset),
-        )
-        return cur.rowcount > 0
+    async def unlink_product_dataset(self, catalog: str, product: str, dataset: str) -> bool:
+        sql = "DELETE FROM product_datasets WHERE catalog=? AND product=? AND dataset=?"
+        return await self.db.run(sql, catalog, product, dataset) > 0
 
     # -- datasets ---------------------------------------------------------------------
-    def dataset(self, catalog: str, dataset: str) -> dict[str, Any] | None:
-        row = self._one("SELECT meta FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
-        return None if row is None else dict(json.loads(row[0]))
+    async def dataset(self, catalog: str, dataset: str) -> dict[str, Any] | None:
+        return await self._meta("SELECT meta FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
 
-    def has_dataset(self, catalog: str, dataset: str) -> bool:
-        return self._one("SELECT 1 FROM datasets WHERE catalog=? AND id=?", catalog, dataset) is not None
+    async def has_dataset(self, catalog: str, dataset: str) -> bool:
+        return await self.db.one("SELECT 1 FROM datasets WHERE catalog=? AND id=?", catalog, dataset) is not None
 
-    def datasets(self, catalog: str) -> list[dict[str, Any]]:
-        rows = self._all("SELECT meta FROM datasets WHERE catalog=? ORDER BY id", catalog)
-        return [json.loads(m) for (m,) in rows]
+    async def datasets(self, catalog: str) -> list[dict[str, Any]]:
+        return await self._metas("SELECT meta FROM datasets WHERE catalog=? ORDER BY id", catalog)
 
-    def put_dataset(self, catalog: str, dataset: str, meta: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO datasets(catalog, id, meta, modified) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(catalog, id) DO UPDATE SET meta=excluded.meta",
-            (catalog, dataset, json.dumps(meta), now_iso()),
-        )
+    async def put_dataset(self, catalog: str, dataset: str, meta: dict[str, Any], products: list[str]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.run(
+                "INSERT INTO datasets(catalog, id, meta, modified) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (catalog, id) DO UPDATE SET meta=excluded.meta",
+                catalog,
+                dataset,
+                json.dumps(meta),
+                now_iso(),
+            )
+            await _link(tx, catalog, [(p, dataset) for p in products])
 
-    def delete_dataset(self, catalog: str, dataset: str) -> list[str] | None:
-        """Delete a dataset and everything in it; return the blobs to remove, None if absent."""
-        with self._db:
-            self._db.execute("BEGIN")
-            if self._one("SELECT 1 FROM datasets WHERE catalog=? AND id=?", catalog, dataset) is None:
-                return None
-            blobs = [
-                b
-                for (b,) in self._all("SELECT blob FROM distributions WHERE catalog=? AND dataset=?", catalog, dataset)
-            ]
-            for table, col in (
-                ("distributions", "dataset"),
-                ("series", "dataset"),
-                ("product_datasets", "dataset"),
-            ):
-                self._db.execute(f"DELETE FROM {table} WHERE catalog=? AND {col}=?", (catalog, dataset))
-            self.descriptions.forget_dataset(catalog, dataset)
-            self._db.execute("DELETE FROM datasets WHERE catalog=? AND id=?", (catalog, dataset))
-        return blobs
-
-    def dataset_modified(self, catalog: str, dataset: str) -> str | None:
-        row = self._one("SELECT modified FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
+    async def dataset_modified(self, catalog: str, dataset: str) -> str | None:
+        row = await self.db.one("SELECT modified FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
         return None if row is None else str(row[0])
 
-    # -- series members -------------------------------------------------------------
-    def series(self, catalog: str, dataset: str, series: str) -> str | None:
-        row = self._one("SELECT created FROM series WHERE catalog=? AND dataset=? AND id=?", catalog, dataset, series)
+    # -- series members and distributions -------------------------------------------
+    async def series(self, catalog: str, dataset: str, series: str) -> str | None:
+        sql = "SELECT created FROM series WHERE catalog=? AND dataset=? AND id=?"
+        row = await self.db.one(sql, catalog, dataset, series)
         return None if row is None else str(row[0])
 
-    def series_list(self, catalog: str, dataset: str, series: str | None = None) -> list[SeriesMember]:
+    async def series_list(self, catalog: str, dataset: str, series: str | None = None) -> list[SeriesMember]:
         """The series members (or the one named), with the dates their distributions' uploads declared."""
         sql = (
             "SELECT s.id, s.created, MIN(d.from_date), MAX(d.to_date) FROM series s LEFT JOIN distributions d "
@@ -233,158 +164,147 @@ class MetaStore:
         args: tuple[str, ...] = (catalog, dataset) if series is None else (catalog, dataset, series)
         if series is not None:
             sql += " AND s.id=?"
-        return [SeriesMember(*row) for row in self._all(sql + " GROUP BY s.id ORDER BY s.id", *args)]
+        rows = await self.db.all(sql + " GROUP BY s.id, s.created ORDER BY s.id", *args)
+        return [SeriesMember(*row) for row in rows]
 
-    def delete_all_series(self, catalog: str, dataset: str) -> list[str]:
-        """Delete every series member of a dataset with its distributions; return the blobs to remove."""
-        with self._db:
-            self._db.execute("BEGIN")
-            key = (catalog, dataset)
-            blobs = [b for (b,) in self._all("SELECT blob FROM distributions WHERE catalog=? AND dataset=?", *key)]
-            self._db.execute("DELETE FROM distributions WHERE catalog=? AND dataset=?", key)
-            self._db.execute("DELETE FROM series WHERE catalog=? AND dataset=?", key)
-            self._touch(catalog, dataset)
-        return blobs
+    async def distribution(self, catalog: str, dataset: str, series: str, fmt: str) -> Distribution | None:
+        sql = f"SELECT {DIST_COLUMNS} FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?"
+        row = await self.db.one(sql, catalog, dataset, series, fmt)
+        return None if row is None else Distribution(catalog, dataset, *row)
 
-    def delete_series(self, catalog: str, dataset: str, series: str) -> list[str] | None:
-        with self._db:
-            self._db.execute("BEGIN")
-            key = (catalog, dataset, series)
-            if self._one("SELECT 1 FROM series WHERE catalog=? AND dataset=? AND id=?", *key) is None:
+    async def distributions(self, catalog: str, dataset: str, series: str | None = None) -> list[Distribution]:
+        return await _distributions(self.db, catalog, dataset, series)
+
+    async def commit(self, item: Commit) -> bool:
+        return await self._commits(item)
+
+    async def _commit_batch(self, items: list[Commit]) -> list[bool | BaseException]:
+        """Record the distributions in one transaction (then wake this process's subscribers)."""
+        order = sorted(range(len(items)), key=lambda i: _key(items[i].dist))  # rows locked in one order
+        results: list[tuple[bool | None, tuple[str, Distribution] | None]] = [(None, None)] * len(items)
+        async with self.db.transaction() as tx:
+            for i in order:
+                results[i] = await self._record(tx, items[i])
+            await self._append_events(tx, [event for i in order if (event := results[i][1]) is not None])
+        self._published()
+        gone = LookupError("the dataset was deleted meanwhile")
+        return [gone if replaced is None else replaced for replaced, _ in results]
+
+    async def _record(self, tx: Tx, item: Commit) -> tuple[bool | None, tuple[str, Distribution] | None]:
+        dist = item.dist
+        touched = "UPDATE datasets SET modified=? WHERE catalog=? AND id=?"
+        if await tx.run(touched, dist.modified, dist.catalog, dist.dataset) == 0:
+            return None, None  # nothing written for this one
+        key = (dist.catalog, dist.dataset, dist.series, dist.format)
+        old = await tx.one(
+            "SELECT blob FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?", *key
+        )
+        await tx.run(
+            "INSERT INTO series(catalog, dataset, id, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            dist.catalog,
+            dist.dataset,
+            dist.series,
+            dist.modified,
+        )
+        dates = item.dates
+        await tx.run(
+            "INSERT INTO distributions(catalog, dataset, series, format, blob, size, digest, checksum, modified, "
+            "file_name, from_date, to_date, created_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (catalog, dataset, series, format) DO UPDATE SET blob=excluded.blob, size=excluded.size, "
+            "digest=excluded.digest, checksum=excluded.checksum, modified=excluded.modified, "
+            "file_name=excluded.file_name, from_date=excluded.from_date, to_date=excluded.to_date, "
+            "created_date=excluded.created_date",
+            *key,
+            dist.blob,
+            dist.size,
+            dist.digest,
+            dist.checksum,
+            dist.modified,
+            dist.file_name,
+            dates.get("from"),
+            dates.get("to"),
+            dates.get("created"),
+        )
+        if old is not None and old[0] != dist.blob:
+            await self._discard(tx, [old[0]])
+        if item.operation is not None:
+            await tx.run(
+                "UPDATE operations SET state='done', result=?, touched=?, claimed=NULL WHERE id=?",
+                result_json(dist),
+                time.time(),
+                item.operation,
+            )
+            # the parts are in the blob now: the operation keeps only its result (for a repeated completion)
+            await tx.run("DELETE FROM operation_parts WHERE operation=?", item.operation)
+        return old is not None, (REPLACED if old is not None else CREATED, dist)
+
+    async def _discard(self, tx: Tx, blobs: list[str]) -> None:
+        """Blobs to remove once downloads in flight had time to finish."""
+        due = time.time() + self.grace
+        await tx.many("INSERT INTO garbage(blob, due) VALUES (?, ?) ON CONFLICT DO NOTHING", [(b, due) for b in blobs])
+
+    async def delete(
+        self, catalog: str, dataset: str, series: str | None = None, fmt: str | None = None, whole: bool = False
+    ) -> list[Distribution] | None:
+        async with self.db.transaction() as tx:
+            if whole or series is None:
+                found = await tx.one("SELECT 1 FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
+            elif fmt is None:
+                sql = "SELECT 1 FROM series WHERE catalog=? AND dataset=? AND id=?"
+                found = await tx.one(sql, catalog, dataset, series)
+            else:
+                sql = "SELECT 1 FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?"
+                found = await tx.one(sql, catalog, dataset, series, fmt)
+            if found is None:
                 return None
-            blobs = [
-                b
-                for (b,) in self._all("SELECT blob FROM distributions WHERE catalog=? AND dataset=? AND series=?", *key)
-            ]
-            self._db.execute("DELETE FROM distributions WHERE catalog=? AND dataset=? AND series=?", key)
-            self._db.execute("DELETE FROM series WHERE catalog=? AND dataset=? AND id=?", key)
-            self._touch(catalog, dataset)
-        return blobs
+            where, args = "catalog=? AND dataset=?", [catalog, dataset]
+            if series is not None:
+                where, args = where + " AND series=?", [*args, series]
+            gone = await _distributions(tx, catalog, dataset, series)
+            if fmt is not None:
+                gone = [d for d in gone if d.format == fmt]
+                await tx.run(f"DELETE FROM distributions WHERE {where} AND format=?", *args, fmt)
+            else:
+                await tx.run(f"DELETE FROM distributions WHERE {where}", *args)
+                await tx.run(f"DELETE FROM series WHERE {where.replace('series=', 'id=')}", *args)
+            if whole:
+                await tx.run("DELETE FROM product_datasets WHERE catalog=? AND dataset=?", catalog, dataset)
+                await self._forget_descriptions(tx, catalog, dataset)
+                await tx.run("DELETE FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
+            else:
+                await tx.run("UPDATE datasets SET modified=? WHERE catalog=? AND id=?", now_iso(), catalog, dataset)
+            await self._discard(tx, [d.blob for d in gone])
+            await self._append_events(tx, [(DELETED, d) for d in gone])
+        if gone:
+            self._published()
+        return gone
 
-    # -- distributions ----------------------------------------------------------------
-    def distribution(self, catalog: str, dataset: str, series: str, fmt: str) -> Distribution | None:
-        row = self._one(
-            "SELECT blob, size, digest, checksum, modified, file_name FROM distributions "
-            "WHERE catalog=? AND dataset=? AND series=? AND format=?",
-            catalog,
-            dataset,
-            series,
-            fmt,
-        )
-        if row is None:
-            return None
-        return Distribution(catalog, dataset, series, fmt, *row)
-
-    def distributions(self, catalog: str, dataset: str, series: str | None = None) -> list[Distribution]:
-        sql = (
-            "SELECT series, format, blob, size, digest, checksum, modified, file_name FROM distributions "
-            "WHERE catalog=? AND dataset=?"
-        )
-        args: tuple[str, ...] = (catalog, dataset)
-        if series is not None:
-            sql += " AND series=?"
-            args = (*args, series)
-        rows = self._all(sql + " ORDER BY series, format", *args)
-        return [Distribution(catalog, dataset, *row) for row in rows]
-
-    def put_distribution(self, dist: Distribution, headers: dict[str, str | None]) -> str | None:
-        """Store ``dist`` (creating its series member); return the blob it replaced, if any."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            old = self._one(
-                "SELECT blob FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?",
-                dist.catalog,
-                dist.dataset,
-                dist.series,
-                dist.format,
-            )
-            self._db.execute(
-                "INSERT OR IGNORE INTO series(catalog, dataset, id, created) VALUES (?, ?, ?, ?)",
-                (dist.catalog, dist.dataset, dist.series, dist.modified),
-            )
-            self._db.execute(
-                "INSERT OR REPLACE INTO distributions(catalog, dataset, series, format, blob, size, digest, "
-                "checksum, modified, file_name, from_date, to_date, created_date) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    dist.catalog,
-                    dist.dataset,
-                    dist.series,
-                    dist.format,
-                    dist.blob,
-                    dist.size,
-                    dist.digest,
-                    dist.checksum,
-                    dist.modified,
-                    dist.file_name,
-                    headers.get("from"),
-                    headers.get("to"),
-                    headers.get("created"),
-                ),
-            )
-            self._touch(dist.catalog, dist.dataset, dist.modified)
-        return None if old is None or old[0] == dist.blob else str(old[0])
-
-    def delete_distribution(self, catalog: str, dataset: str, series: str, fmt: str) -> str | None:
-        with self._db:
-            self._db.execute("BEGIN")
-            key = (catalog, dataset, series, fmt)
-            row = self._one(
-                "SELECT blob FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?", *key
-            )
-            if row is None:
-                return None
-            self._db.execute("DELETE FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?", key)
-            self._touch(catalog, dataset)
-        return str(row[0])
-
-    def _touch(self, catalog: str, dataset: str, when: str | None = None) -> None:
-        self._db.execute(
-            "UPDATE datasets SET modified=? WHERE catalog=? AND id=?", (when or now_iso(), catalog, dataset)
-        )
-
-    # -- multipart operations ---------------------------------------------------------
-    def start_operation(self, op_id: str, catalog: str, dataset: str, series: str, fmt: str) -> None:
-        self._db.execute(
-            "INSERT INTO operations(id, catalog, dataset, series, format, created) VALUES (?, ?, ?, ?, ?, ?)",
-            (op_id, catalog, dataset, series, fmt, now_iso()),
-        )
-
-    def operation(self, op_id: str) -> tuple[str, str, str, str] | None:
-        row = self._one("SELECT catalog, dataset, series, format FROM operations WHERE id=?", op_id)
-        return None if row is None else (row[0], row[1], row[2], row[3])
-
-    def put_part(self, op_id: str, part: Part) -> str | None:
-        """Record a part; return the blob of a part it replaced, if any."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            old = self._one("SELECT blob FROM operation_parts WHERE operation=? AND number=?", op_id, part.number)
-            self._db.execute(
-                "INSERT OR REPLACE INTO operation_parts(operation, number, blob, size, digest) VALUES (?, ?, ?, ?, ?)",
-                (op_id, part.number, part.blob, part.size, part.digest),
-            )
-        return None if old is None else str(old[0])
-
-    def parts(self, op_id: str) -> list[Part]:
-        rows = self._all(
-            "SELECT number, blob, size, digest FROM operation_parts WHERE operation=? ORDER BY number", op_id
-        )
-        return [Part(*row) for row in rows]
-
-    def end_operation(self, op_id: str) -> list[str]:
-        """Forget an operation; return the blobs of its parts."""
-        with self._db:
-            self._db.execute("BEGIN")
-            blobs = [b for (b,) in self._all("SELECT blob FROM operation_parts WHERE operation=?", op_id)]
-            self._db.execute("DELETE FROM operation_parts WHERE operation=?", (op_id,))
-            self._db.execute("DELETE FROM operations WHERE id=?", (op_id,))
-        return blobs
-
-    def all_blobs(self) -> set[str]:
-        """Every blob the metadata refers to (used to sweep orphans at start)."""
-        rows = self._all("SELECT blob FROM distributions UNION SELECT blob FROM operation_parts")
+    async def live_blobs(self) -> set[str]:
+        """Every blob the metadata refers to (the sweep at start spares them)."""
+        rows = await self.db.all("SELECT blob FROM distributions UNION SELECT blob FROM garbage")
         return {b for (b,) in rows}
 
-    def operation_ids(self) -> set[str]:
-        """The multipart uploads still open."""
-        return {o for (o,) in self._all("SELECT id FROM operations")}
+    async def due_garbage(self) -> list[str]:
+        async with self.db.transaction() as tx:
+            rows = await tx.all("DELETE FROM garbage WHERE due <= ? RETURNING blob", time.time())
+        return [b for (b,) in rows]
+
+
+def _key(dist: Distribution) -> tuple[str, str, str, str]:
+    return dist.catalog, dist.dataset, dist.series, dist.format
+
+
+async def _distributions(tx: Tx, catalog: str, dataset: str, series: str | None) -> list[Distribution]:
+    sql = f"SELECT {DIST_COLUMNS} FROM distributions WHERE catalog=? AND dataset=?"
+    args: tuple[str, ...] = (catalog, dataset)
+    if series is not None:
+        sql += " AND series=?"
+        args = (*args, series)
+    rows = await tx.all(sql + " ORDER BY series, format", *args)
+    return [Distribution(catalog, dataset, *row) for row in rows]
+
+
+async def _link(tx: Tx, catalog: str, pairs: list[tuple[str, str]]) -> None:
+    if pairs:
+        sql = "INSERT INTO product_datasets(catalog, product, dataset) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        await tx.many(sql, [(catalog, p, d) for p, d in pairs])

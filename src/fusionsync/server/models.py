@@ -234,7 +234,7 @@ class HeldPart(msgspec.Struct, rename="camel"):
 
 
 class HeldParts(msgspec.Struct, rename="camel"):
-    """The parts an open upload operation holds, received whole and verified (to resume an upload)."""
+    """The parts an open upload holds, received whole (a client resumes an interrupted upload from them)."""
 
     operation_id: str
     parts: list[HeldPart]

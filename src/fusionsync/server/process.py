@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -23,6 +24,7 @@ class ServerProcess:
         self.scheme = "https" if "--tls-cert" in args else "http"
         self.ca_file = ca_file
         self.log = self.root.with_name(self.root.name + ".log")
+        self.args = list(args)
         self._cmd = [sys.executable, "-m", "fusionsync", "serve", "--root", str(root), "--port", str(port), *args]
         if not auth:
             self._cmd.append("--no-auth")
@@ -72,6 +74,8 @@ class ServerProcess:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # where it hangs, in its log (faulthandler)
+                time.sleep(0.5)
                 self.proc.kill()
                 self.proc.wait()
         if self.proc is not None and self.proc.stdout is not None:

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from fusionsync.server import models as m
 from fusionsync.server.common import (
-    ApiError,
     check_body_identifier,
+    deleted,
     ident,
     json_body,
     json_response,
@@ -20,6 +20,7 @@ from fusionsync.server.common import (
     require_dataset,
     state,
 )
+from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import Answer, Api
 
 api = Api()
@@ -36,8 +37,8 @@ def _attribute(value: dict[str, Any]) -> dict[str, Any]:
 
 @api.op("GET", ATTRIBUTES, "A dataset's attributes, by index", {200: ONE_PAGE}, paged=True, errors=NOT_FOUND)
 async def list_attributes(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
-    return paged(request, state(request).meta.descriptions.attributes(catalog, dataset))
+    catalog, dataset = await require_dataset(request)
+    return paged(request, await state(request).meta.attributes(catalog, dataset))
 
 
 @api.op(
@@ -50,15 +51,15 @@ async def list_attributes(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def put_attributes(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
+    catalog, dataset = await require_dataset(request)
     body = await json_body(request, m.AttributeList)
     attributes = [_attribute(a) for a in body["attributes"]]
     names = [a["identifier"] for a in attributes]
     if len(set(names)) != len(names):
         raise ApiError(400, "attribute identifiers must be unique")
-    store = state(request).meta.descriptions
-    store.replace_attributes(catalog, dataset, attributes)
-    return json_response({"resources": store.attributes(catalog, dataset)})
+    store = state(request).meta
+    await store.replace_attributes(catalog, dataset, attributes)
+    return json_response({"resources": await store.attributes(catalog, dataset)})
 
 
 @api.op(
@@ -71,12 +72,12 @@ async def put_attributes(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def put_attribute(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
+    catalog, dataset = await require_dataset(request)
     attribute = ident(request, "attribute")
     body = _attribute(await json_body(request, m.AttributeBody))
     if body["identifier"] != attribute:
         raise ApiError(400, f"attribute identifier {body['identifier']!r} does not match {attribute!r} in the URL")
-    new = state(request).meta.descriptions.put_attribute(catalog, dataset, body)
+    new = await state(request).meta.put_attribute(catalog, dataset, body)
     return json_response(body, status=201 if new else 200)
 
 
@@ -88,11 +89,10 @@ async def put_attribute(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def delete_attribute(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
+    catalog, dataset = await require_dataset(request)
     attribute = ident(request, "attribute")
-    if not state(request).meta.descriptions.delete_attribute(catalog, dataset, attribute):
-        raise ApiError(404, f"attribute {attribute!r} not found in dataset {dataset!r}")
-    return json_response({"identifier": attribute, "deleted": True})
+    found = await state(request).meta.delete_attribute(catalog, dataset, attribute)
+    return deleted(attribute, found, f"attribute {attribute!r} not found in dataset {dataset!r}")
 
 
 # -- attributes registered in the catalog ---------------------------------------------------------
@@ -107,8 +107,8 @@ async def delete_attribute(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def list_catalog_attributes(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
-    return paged(request, state(request).meta.descriptions.catalog_attributes(catalog))
+    catalog = await require_catalog(request)
+    return paged(request, await state(request).meta.catalog_attributes(catalog))
 
 
 @api.op(
@@ -121,11 +121,11 @@ async def list_catalog_attributes(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def register_attributes(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
+    catalog = await require_catalog(request)
     attributes = [_attribute(a) for a in await json_body(request, list[m.AttributeBody])]
-    store = state(request).meta.descriptions
-    store.register_attributes(catalog, attributes)
-    return json_response({"resources": store.catalog_attributes(catalog)})
+    store = state(request).meta
+    await store.register_attributes(catalog, attributes)
+    return json_response({"resources": await store.catalog_attributes(catalog)})
 
 
 @api.op(
@@ -138,10 +138,10 @@ async def register_attributes(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def add_attribute_lineage(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
+    catalog = await require_catalog(request)
     entries = await json_body(request, list[m.AttributeLineage])
     pairs = [(entry["source"], target) for entry in entries for target in entry["targets"]]
-    state(request).meta.descriptions.add_attribute_lineage(catalog, pairs)
+    await state(request).meta.add_attribute_lineage(catalog, pairs)
     return json_response({"count": len(pairs)})
 
 
@@ -153,8 +153,8 @@ async def add_attribute_lineage(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def list_attribute_lineage(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
-    return json_response(state(request).meta.descriptions.attribute_lineage(catalog))
+    catalog = await require_catalog(request)
+    return json_response(await state(request).meta.attribute_lineage(catalog))
 
 
 # -- dataset lineage ---------------------------------------------------------------------------------
@@ -170,16 +170,16 @@ async def list_attribute_lineage(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def add_dataset_lineage(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
+    catalog, dataset = await require_dataset(request)
     body = await json_body(request, m.LineageBody)
     store = state(request).meta
     sources = []
     for ref in body["source"]:
         source = (check_body_identifier(ref["catalog"], "catalog"), check_body_identifier(ref["dataset"], "dataset"))
-        if not store.has_dataset(*source):
+        if not await store.has_dataset(*source):
             raise ApiError(404, f"dataset {source[1]!r} not found in catalog {source[0]!r}")
         sources.append(source)
-    store.descriptions.add_dataset_lineage(catalog, dataset, sources)
+    await store.add_dataset_lineage(catalog, dataset, sources)
     return json_response({"count": len(sources)})
 
 
@@ -191,13 +191,13 @@ async def add_dataset_lineage(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def get_dataset_lineage(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
+    catalog, dataset = await require_dataset(request)
     store = state(request).meta
-    relations = store.descriptions.dataset_lineage(catalog, dataset)
+    relations = await store.dataset_lineage(catalog, dataset)
     others = sorted({(c, d) for sc, sd, dc, dd in relations for c, d in ((sc, sd), (dc, dd))} - {(catalog, dataset)})
     datasets = []
     for other_catalog, other in others:
-        meta = store.dataset(other_catalog, other)
+        meta = await store.dataset(other_catalog, other)
         if meta is not None:
             datasets.append({**meta, "catalog": {"identifier": other_catalog}, "status": "Subscribed"})
     return json_response(

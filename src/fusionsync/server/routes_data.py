@@ -3,28 +3,23 @@ member ``sample``, also reached as ``datasets/{dataset}/sample/distributions/...
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import hdrs, web
 
 from fusionsync.server import models as m
-from fusionsync.server.common import ApiError, ident, json_response, paged, require_series, state
-from fusionsync.server.meta import Distribution
+from fusionsync.server.common import deleted, ident, paged, require_series, state
+from fusionsync.server.content import send, wanted_range
+from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import BINARY, Answer, Api, H, Param
+from fusionsync.server.store import BlobMissing, Distribution
 
 api = Api()
 DIST = "/api/v1/catalogs/{catalog}/datasets/{dataset}/datasetseries/{series}/distributions"
 SAMPLE = "/api/v1/catalogs/{catalog}/datasets/{dataset}/{series:sample}/distributions"
 NOT_FOUND = frozenset({404})
-FLUSH_BYTES = 2**20
-SMALL_FILE = 2**16
-"""Blobs up to this size are answered from one read on the event loop (a page-cache read of 64 KiB)."""
-MAX_PARTS = 10_000
 MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "parquet": "application/parquet"}
-_RANGE = re.compile(r"bytes=[0-9]*-[0-9]*")
 
 
 def distribution_file_name(dist: Distribution) -> str:
@@ -92,16 +87,16 @@ DOWNLOAD = {"params": RANGE_PARAMS, "errors": frozenset({404, 416})}
     errors=NOT_FOUND,
 )
 async def list_distributions(request: web.Request) -> web.Response:
-    catalog, dataset, series = require_series(request)
-    return paged(request, [dist_meta(d) for d in state(request).meta.distributions(catalog, dataset, series)])
+    catalog, dataset, series = await require_series(request)
+    return paged(request, [dist_meta(d) for d in await state(request).meta.distributions(catalog, dataset, series)])
 
 
-def _require_distribution(request: web.Request) -> Distribution:
+async def _require_distribution(request: web.Request) -> Distribution:
     catalog, dataset = ident(request, "catalog"), ident(request, "dataset")
     series, fmt = ident(request, "series", "series member"), ident(request, "format")
-    dist = state(request).meta.distribution(catalog, dataset, series, fmt)  # one query when it exists (every download)
+    dist = await state(request).meta.distribution(catalog, dataset, series, fmt)  # one query (every download)
     if dist is None:
-        catalog, dataset, series = require_series(request)  # which level is missing
+        catalog, dataset, series = await require_series(request)  # which level is missing
         raise ApiError(404, f"distribution {fmt!r} not found in series member {series!r} of dataset {dataset!r}")
     return dist
 
@@ -127,18 +122,14 @@ def _require_distribution(request: web.Request) -> Distribution:
 )
 async def download(request: web.Request) -> web.StreamResponse:
     """The bytes of a distribution; ``downloadRange=bytes=a-b`` or a ``Range`` header for a part."""
-    return _file_response(request, _require_distribution(request))
+    return await _file_response(request, await _require_distribution(request))
 
 
 @both("DELETE", "/{format}", "Delete a distribution", {200: Answer("Deleted", m.Deleted)}, errors=NOT_FOUND)
 async def delete_distribution(request: web.Request) -> web.Response:
-    dist = _require_distribution(request)
-    st = state(request)
-    blob = st.meta.delete_distribution(dist.catalog, dist.dataset, dist.series, dist.format)
-    st.blobs.remove_later(blob, st.config.blob_grace_seconds)
-    if blob is not None:
-        st.events.distribution_deleted(dist)
-    return json_response({"identifier": dist.format, "deleted": True})
+    dist = await _require_distribution(request)
+    await state(request).meta.delete(dist.catalog, dist.dataset, dist.series, dist.format)
+    return deleted(dist.format)
 
 
 @both(
@@ -150,7 +141,7 @@ async def delete_distribution(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def list_files(request: web.Request) -> web.Response:
-    dist = _require_distribution(request)
+    dist = await _require_distribution(request)
     file_id = distribution_file_id(dist)
     entry = {
         "identifier": file_id,
@@ -177,52 +168,26 @@ ONE_FILE = {"params": (FILE_PARAM, *RANGE_PARAMS), "errors": frozenset({404, 416
     **ONE_FILE,
 )
 async def download_file(request: web.Request) -> web.StreamResponse:
-    dist = _require_distribution(request)
+    dist = await _require_distribution(request)
     name = request.query.get("file")
     if name is not None and name not in (distribution_file_id(dist), distribution_file_name(dist)):
         raise ApiError(404, f"file {name!r} not found in distribution {dist.format!r}")
-    return _file_response(request, dist)
+    return await _file_response(request, dist)
 
 
-def _file_response(request: web.Request, dist: Distribution) -> web.StreamResponse:
-    path = state(request).blobs.path(dist.blob)
+async def _file_response(request: web.Request, dist: Distribution) -> web.StreamResponse:
     headers = {
         "x-jpmc-checksum": dist.checksum,
         "x-jpmc-checksum-algorithm": "SHA-256",
         hdrs.CONTENT_TYPE: "application/octet-stream",
         hdrs.CONTENT_DISPOSITION: f'attachment; filename="{distribution_file_name(dist)}"',
     }
-    wanted = request.query.get("downloadRange")
-    if wanted is None and 0 < dist.size <= SMALL_FILE and hdrs.RANGE not in request.headers:
-        return _small_file_response(path, dist.size, headers)
-    if wanted is None:
-        return web.FileResponse(path, headers=headers)
-    if not _RANGE.fullmatch(wanted):
-        raise ApiError(400, f"downloadRange {wanted!r} is not of the form bytes=first-last")
-    return _RangedFileResponse(path, wanted, headers)
-
-
-def _small_file_response(path: str, size: int, headers: dict[str, str]) -> web.Response:
-    """A small blob answered from one read: no thread hand-off, no sendfile set-up (many-small-files syncs)."""
+    span = wanted_range(request, dist.size)
+    start, count = span if span is not None else (0, dist.size)
+    if request.method == "HEAD":
+        return await send(request, b"", dist.size, span, headers)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError as exc:  # replaced and collected after its grace period
+        content = await state(request).blobs.read(dist.blob, start, count)
+    except BlobMissing as exc:  # replaced and collected after its grace period
         raise ApiError(404, "the distribution's file is gone; list the distribution again") from exc
-    try:
-        body = os.read(fd, size)  # blobs are immutable: a buffer of the recorded size, not of SMALL_FILE
-    finally:
-        os.close(fd)
-    return web.Response(body=body, headers={**headers, hdrs.ACCEPT_RANGES: "bytes"})
-
-
-class _RangedFileResponse(web.FileResponse):
-    """A file response for a range given as a query parameter: answered as a Range header is."""
-
-    def __init__(self, path: str, byte_range: str, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)
-        self._byte_range = byte_range
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        if self.prepared:
-            return None
-        return await super().prepare(request.clone(headers={**request.headers, hdrs.RANGE: self._byte_range}))
+    return await send(request, content, dist.size, span, headers)

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from fusionsync.server import models as m
 from fusionsync.server.common import (
-    ApiError,
     check_body_identifier,
+    deleted,
     ident,
     json_body,
     json_response,
@@ -19,9 +19,10 @@ from fusionsync.server.common import (
     require_series,
     state,
 )
-from fusionsync.server.meta import SeriesMember
-from fusionsync.server.routes_meta import linked_names, merge
+from fusionsync.server.errors import ApiError
+from fusionsync.server.routes_meta import existing_resource, linked_names, merge
 from fusionsync.server.spec import Answer, Api, Param
+from fusionsync.server.store import SeriesMember
 
 api = Api()
 DATASETS = "/api/v1/catalogs/{catalog}/datasets"
@@ -46,8 +47,8 @@ DATASET_DEFAULTS: dict[str, Any] = {
 
 @api.op("GET", DATASETS, "List datasets", {200: Answer("One page", m.DatasetList)}, paged=True, errors=NOT_FOUND)
 async def list_datasets(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
-    return paged(request, [_as_seen(meta) for meta in state(request).meta.datasets(catalog)])
+    catalog = await require_catalog(request)
+    return paged(request, [_as_seen(meta) for meta in await state(request).meta.datasets(catalog)])
 
 
 def _as_seen(meta: dict[str, Any]) -> dict[str, Any]:
@@ -73,17 +74,17 @@ def _as_seen(meta: dict[str, Any]) -> dict[str, Any]:
 )
 async def changes(request: web.Request) -> web.Response:
     """The change listing: every distribution of the named datasets with size and digest."""
-    catalog = require_catalog(request)
+    catalog = await require_catalog(request)
     if not request.query.get("datasets"):
         raise ApiError(400, "query parameter 'datasets' is required")
     wanted = [check_body_identifier(d, "dataset") for d in request.query["datasets"].split(",")]
     store = state(request).meta
     out = []
     for dataset in wanted:
-        modified = store.dataset_modified(catalog, dataset)
+        modified = await store.dataset_modified(catalog, dataset)
         if modified is None:
             raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
-        dists = store.distributions(catalog, dataset)
+        dists = await store.distributions(catalog, dataset)
         if not dists:
             continue
         rows = [
@@ -115,8 +116,8 @@ async def changes(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def get_dataset(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
-    meta = state(request).meta.dataset(catalog, dataset) or {}
+    catalog, dataset = await require_dataset(request)
+    meta = await state(request).meta.dataset(catalog, dataset) or {}
     return json_response({**_as_seen(meta), "resources": [{"identifier": "datasetseries"}]})
 
 
@@ -140,23 +141,17 @@ DATASET_BODY = {"bodies": {"application/json": m.DatasetBody}}
     **DATASET_BODY,
 )
 async def put_dataset(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
+    catalog = await require_catalog(request)
     dataset = _unreserved_dataset(request)
     body = await json_body(request, m.DatasetBody)
     store = state(request).meta
-    existing = store.dataset(catalog, dataset)
-    if request.method == "POST" and existing is not None:
-        raise ApiError(409, f"dataset {dataset!r} already exists in catalog {catalog!r}")
-    if request.method == "PUT" and existing is None:
-        raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
+    existing = await existing_resource(request, store.dataset(catalog, dataset), f"dataset {dataset!r}", catalog)
     products = linked_names(body, "product")
     for product in products:
-        if store.product(catalog, product) is None:
+        if await store.product(catalog, product) is None:
             raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
     meta = merge({**DATASET_DEFAULTS, "title": dataset, **(existing or {})}, body, dataset, "dataset")
-    store.put_dataset(catalog, dataset, meta)
-    for product in products:
-        store.link_product_datasets(catalog, product, [dataset])
+    await store.put_dataset(catalog, dataset, meta, products)
     return json_response(meta, status=201 if existing is None else 200)
 
 
@@ -178,14 +173,9 @@ def _unreserved_dataset(request: web.Request) -> str:
 )
 async def delete_dataset(request: web.Request) -> web.Response:
     _unreserved_dataset(request)
-    catalog, dataset = require_dataset(request)
-    st = state(request)
-    dists = st.meta.distributions(catalog, dataset)
-    for blob in st.meta.delete_dataset(catalog, dataset) or []:
-        st.blobs.remove_later(blob, st.config.blob_grace_seconds)
-    for dist in dists:
-        st.events.distribution_deleted(dist)
-    return json_response({"identifier": dataset, "deleted": True})
+    catalog, dataset = await require_dataset(request)
+    found = await state(request).meta.delete(catalog, dataset, whole=True)
+    return deleted(dataset, found, f"dataset {dataset!r} not found in catalog {catalog!r}")
 
 
 @api.op(
@@ -197,7 +187,7 @@ async def delete_dataset(request: web.Request) -> web.Response:
 )
 async def fusion_token(request: web.Request) -> web.Response:
     """A fusion token that opens the distributions of this one dataset."""
-    catalog, dataset = require_dataset(request)
+    catalog, dataset = await require_dataset(request)
     tokens = state(request).tokens
     subject = request.get("client", "anonymous")
     token = tokens.issue(str(subject), "fusion", f"{catalog}/{dataset}")
@@ -209,8 +199,8 @@ async def fusion_token(request: web.Request) -> web.Response:
 
 @api.op("GET", SERIES, "List series members", {200: Answer("One page", m.SeriesList)}, paged=True, errors=NOT_FOUND)
 async def list_series(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
-    return paged(request, [series_meta(s) for s in state(request).meta.series_list(catalog, dataset)])
+    catalog, dataset = await require_dataset(request)
+    return paged(request, [series_meta(s) for s in await state(request).meta.series_list(catalog, dataset)])
 
 
 def series_meta(member: SeriesMember) -> dict[str, Any]:
@@ -233,14 +223,8 @@ def series_meta(member: SeriesMember) -> dict[str, Any]:
     errors=NOT_FOUND,
 )
 async def delete_all_series(request: web.Request) -> web.Response:
-    catalog, dataset = require_dataset(request)
-    st = state(request)
-    dists = st.meta.distributions(catalog, dataset)
-    for blob in st.meta.delete_all_series(catalog, dataset):
-        st.blobs.remove_later(blob, st.config.blob_grace_seconds)
-    for dist in dists:
-        st.events.distribution_deleted(dist)
-    return json_response({"count": len(dists)})
+    catalog, dataset = await require_dataset(request)
+    return json_response({"count": len(await state(request).meta.delete(catalog, dataset) or [])})
 
 
 @api.op(
@@ -251,8 +235,8 @@ async def delete_all_series(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def get_series(request: web.Request) -> web.Response:
-    catalog, dataset, series = require_series(request)
-    (member,) = state(request).meta.series_list(catalog, dataset, series)
+    catalog, dataset, series = await require_series(request)
+    (member,) = await state(request).meta.series_list(catalog, dataset, series)
     return json_response({**series_meta(member), "resources": [{"identifier": "distributions"}]})
 
 
@@ -264,11 +248,6 @@ async def get_series(request: web.Request) -> web.Response:
     errors=NOT_FOUND,
 )
 async def delete_series(request: web.Request) -> web.Response:
-    catalog, dataset, series = require_series(request)
-    st = state(request)
-    dists = st.meta.distributions(catalog, dataset, series)
-    for blob in st.meta.delete_series(catalog, dataset, series) or []:
-        st.blobs.remove_later(blob, st.config.blob_grace_seconds)
-    for dist in dists:
-        st.events.distribution_deleted(dist)
-    return json_response({"identifier": series, "deleted": True})
+    catalog, dataset, series = await require_series(request)
+    found = await state(request).meta.delete(catalog, dataset, series)
+    return deleted(series, found, f"series member {series!r} not found in dataset {dataset!r}")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
 
 from fusionsync.server import models as m
 from fusionsync.server.common import (
-    ApiError,
     check_body_identifier,
+    deleted,
     ident,
     json_body,
     json_response,
@@ -17,6 +18,7 @@ from fusionsync.server.common import (
     require_catalog,
     state,
 )
+from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import Answer, Api
 
 api = Api()
@@ -51,7 +53,7 @@ def linked_names(body: dict[str, Any], key: str) -> list[str]:
 @api.op("GET", CATALOGS, "List catalogs", {200: ONE_PAGE}, paged=True)
 @api.op("GET", CATALOGS + "/", "List catalogs", {200: ONE_PAGE}, paged=True)
 async def list_catalogs(request: web.Request) -> web.Response:
-    return paged(request, state(request).meta.catalogs())
+    return paged(request, await state(request).meta.catalogs())
 
 
 @api.op(
@@ -62,8 +64,8 @@ async def list_catalogs(request: web.Request) -> web.Response:
     errors=frozenset({404}),
 )
 async def get_catalog(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
-    meta = state(request).meta.catalog(catalog) or {}
+    catalog = await require_catalog(request)
+    meta = await state(request).meta.catalog(catalog) or {}
     collections = ["datasets", "products"]
     return json_response({**meta, "resources": [{"identifier": c} for c in collections]})
 
@@ -79,14 +81,12 @@ async def get_catalog(request: web.Request) -> web.Response:
 async def create_catalog(request: web.Request) -> web.Response:
     catalog = ident(request, "catalog")
     body = await json_body(request, m.Metadata)
-    store = state(request).meta
-    if store.catalog(catalog) is not None:
-        raise ApiError(409, f"catalog {catalog!r} already exists")
     given = body.get("identifier", catalog)
     if given != catalog:
         raise ApiError(400, f"catalog identifier {given!r} in the body does not match {catalog!r} in the URL")
     meta = {"title": catalog, "description": "", **body, "identifier": catalog}
-    store.put_catalog(catalog, meta)
+    if not await state(request).meta.create_catalog(catalog, meta):
+        raise ApiError(409, f"catalog {catalog!r} already exists")
     return json_response(meta, status=201)
 
 
@@ -99,12 +99,10 @@ async def create_catalog(request: web.Request) -> web.Response:
 )
 async def delete_catalog(request: web.Request) -> web.Response:
     catalog = ident(request, "catalog")
-    done = state(request).meta.delete_catalog(catalog)
-    if done is None:
-        raise ApiError(404, f"catalog {catalog!r} not found")
-    if not done:
+    done = await state(request).meta.delete_catalog(catalog)
+    if done is False:
         raise ApiError(409, f"catalog {catalog!r} is not empty: delete its datasets and products first")
-    return json_response({"identifier": catalog, "deleted": True})
+    return deleted(catalog, done, f"catalog {catalog!r} not found")
 
 
 # -- products ------------------------------------------------------------------------
@@ -112,14 +110,14 @@ async def delete_catalog(request: web.Request) -> web.Response:
 
 @api.op("GET", CATALOGS + "/{catalog}/products", "List products", {200: ONE_PAGE}, paged=True, errors=frozenset({404}))
 async def list_products(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
-    return paged(request, state(request).meta.products(catalog))
+    catalog = await require_catalog(request)
+    return paged(request, await state(request).meta.products(catalog))
 
 
-def _require_product(request: web.Request) -> tuple[str, str, dict[str, Any]]:
-    catalog = require_catalog(request)
+async def _require_product(request: web.Request) -> tuple[str, str, dict[str, Any]]:
+    catalog = await require_catalog(request)
     product = ident(request, "product")
-    meta = state(request).meta.product(catalog, product)
+    meta = await state(request).meta.product(catalog, product)
     if meta is None:
         raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
     return catalog, product, meta
@@ -134,8 +132,8 @@ def _require_product(request: web.Request) -> tuple[str, str, dict[str, Any]]:
     errors=frozenset({404}),
 )
 async def get_product(request: web.Request) -> web.Response:
-    catalog, product, meta = _require_product(request)
-    members = state(request).meta.product_datasets(catalog, product)
+    catalog, product, meta = await _require_product(request)
+    members = await state(request).meta.product_datasets(catalog, product)
     return paged(request, [{"identifier": d} for _, d in members], extra=meta)
 
 
@@ -164,36 +162,42 @@ PRODUCT_BODY = {"bodies": {"application/json": m.ProductBody}, "errors": frozens
     **PRODUCT_BODY,
 )
 async def put_product(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
+    catalog = await require_catalog(request)
     product = ident(request, "product")
     body = await json_body(request, m.ProductBody)
     store = state(request).meta
-    existing = store.product(catalog, product)
-    if request.method == "POST" and existing is not None:
-        raise ApiError(409, f"product {product!r} already exists in catalog {catalog!r}")
-    if request.method == "PUT" and existing is None:
-        raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
-    datasets = _existing_datasets(request, catalog, linked_names(body, "dataset"))
+    existing = await existing_resource(request, store.product(catalog, product), f"product {product!r}", catalog)
+    datasets = await _existing_datasets(request, catalog, linked_names(body, "dataset"))
     meta = merge({**PRODUCT_DEFAULTS, "title": product, **(existing or {})}, body, product, "product")
-    store.put_product(catalog, product, meta)
-    if datasets:
-        store.link_product_datasets(catalog, product, datasets)
+    await store.put_product(catalog, product, meta, datasets)
     return json_response(meta, status=201 if existing is None else 200)
 
 
-def _existing_datasets(request: web.Request, catalog: str, names: list[str]) -> list[str]:
+async def existing_resource(
+    request: web.Request, lookup: Awaitable[dict[str, Any] | None], what: str, catalog: str
+) -> dict[str, Any] | None:
+    """A resource's metadata for a create (POST: 409 when it exists) or an update (PUT: 404 when it does not)."""
+    existing = await lookup
+    if request.method == "POST" and existing is not None:
+        raise ApiError(409, f"{what} already exists in catalog {catalog!r}")
+    if request.method == "PUT" and existing is None:
+        raise ApiError(404, f"{what} not found in catalog {catalog!r}")
+    return existing
+
+
+async def _existing_datasets(request: web.Request, catalog: str, names: list[str]) -> list[str]:
     store = state(request).meta
     for name in names:
-        if not store.has_dataset(catalog, name):
+        if not await store.has_dataset(catalog, name):
             raise ApiError(404, f"dataset {name!r} not found in catalog {catalog!r}")
     return names
 
 
 @api.op("DELETE", PRODUCT, "Delete a product", {200: Answer("Deleted", m.Deleted)}, errors=frozenset({404}))
 async def delete_product(request: web.Request) -> web.Response:
-    catalog, product, _ = _require_product(request)
-    state(request).meta.delete_product(catalog, product)
-    return json_response({"identifier": product, "deleted": True})
+    catalog, product, _ = await _require_product(request)
+    await state(request).meta.delete_product(catalog, product)
+    return deleted(product)
 
 
 @api.op(
@@ -205,8 +209,8 @@ async def delete_product(request: web.Request) -> web.Response:
     errors=frozenset({404}),
 )
 async def list_product_datasets(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
-    pairs = state(request).meta.product_datasets(catalog)
+    catalog = await require_catalog(request)
+    pairs = await state(request).meta.product_datasets(catalog)
     return paged(request, [{"product": p, "dataset": d} for p, d in pairs])
 
 
@@ -216,14 +220,14 @@ LINK = {"bodies": {"application/json": m.ProductDatasets}, "body_required": True
 @api.op("PUT", LINKS, "Add datasets to a product", {200: Answer("Linked", m.ProductDatasets)}, **LINK)
 @api.op("POST", LINKS, "Add datasets to a product", {200: Answer("Linked", m.ProductDatasets)}, **LINK)
 async def link_product_datasets(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
+    catalog = await require_catalog(request)
     body = await json_body(request, m.ProductDatasets)
     product = check_body_identifier(body["product"], "product")
     store = state(request).meta
-    if store.product(catalog, product) is None:
+    if await store.product(catalog, product) is None:
         raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
-    names = _existing_datasets(request, catalog, [check_body_identifier(d, "dataset") for d in body["datasets"]])
-    store.link_product_datasets(catalog, product, names)
+    names = await _existing_datasets(request, catalog, [check_body_identifier(d, "dataset") for d in body["datasets"]])
+    await store.link_product_datasets(catalog, product, names)
     return json_response({"product": product, "datasets": names})
 
 
@@ -235,8 +239,8 @@ async def link_product_datasets(request: web.Request) -> web.Response:
     errors=frozenset({404}),
 )
 async def unlink_product_dataset(request: web.Request) -> web.Response:
-    catalog = require_catalog(request)
+    catalog = await require_catalog(request)
     product, dataset = ident(request, "product"), ident(request, "dataset")
-    if not state(request).meta.unlink_product_dataset(catalog, product, dataset):
+    if not await state(request).meta.unlink_product_dataset(catalog, product, dataset):
         raise ApiError(404, f"dataset {dataset!r} is not in product {product!r}")
     return json_response({"product": product, "dataset": dataset, "deleted": True})
