@@ -35,7 +35,10 @@ def _as_server_user() -> dict[str, Any]:
 
 
 def _reachable(install: Path) -> bool:
-    probe = subprocess.run([install / "bin" / "postgres", "--version"], capture_output=True, **_as_server_user())
+    try:
+        probe = subprocess.run([install / "bin" / "postgres", "--version"], capture_output=True, **_as_server_user())
+    except PermissionError:  # a folder on the way that nobody may enter (a clone in a private temp folder)
+        return False
     return probe.returncode == 0
 
 
