@@ -373,7 +373,7 @@ def serve(
     """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/ (https:// with --tls-cert).
 
     By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
-    signing key, the clients (see `fusionsync clients`), the audit log and the server's lock (a second
+    signing key, the clients (managed with fusionsync clients), the audit log and the server's lock (a second
     server on ROOT refuses to start). ROOT must be new, empty or a root of ours; it and everything in it is
     its owner's only. Unless --no-auth is given, a first start makes one admin client and writes its
     client_credentials.json to ROOT, ready for fusionsync or the official SDK.
