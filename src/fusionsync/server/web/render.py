@@ -1,0 +1,64 @@
+"""Pages from Jinja2 templates: every value is escaped (autoescape), URLs are built from quoted segments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from fusionsync import __version__
+from fusionsync.server.web.session import Viewer
+
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    # scripts and styles from this site only (no inline script can run, whatever a value holds)
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'none'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def human_size(n: object) -> str:
+    """Bytes for people: ``1.5 MiB``."""
+    if not isinstance(n, int):
+        return ""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def segment(value: object) -> str:
+    """A path segment, quoted whole (identifiers may hold spaces, ``?``, ``#``...)."""
+    return quote(str(value), safe="")
+
+
+def is_simple(value: object) -> bool:
+    """A value to show as it is (text, a number, a flag), not as structure."""
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.filters["size"] = human_size
+ENV.filters["seg"] = segment
+ENV.tests["simple"] = is_simple
+ENV.globals["version"] = __version__
+
+
+def render(request: web.Request, template: str, who: Viewer | None, status: int = 200, **context: Any) -> web.Response:
+    """The page ``template`` for ``who``."""
+    body = ENV.get_template(template).render(who=who, path=request.path_qs, **context)
+    return web.Response(text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS)
