@@ -3,6 +3,9 @@ templates with a little JavaScript (``static/app.js``: uploads and new datasets,
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from aiohttp import web
 
 from fusionsync.server.errors import ApiError
@@ -10,6 +13,7 @@ from fusionsync.server.web import pages, session
 from fusionsync.server.web.render import HERE, render
 from fusionsync.server.web.session import viewer
 
+log = logging.getLogger("fusionsync.server")
 API_PREFIX = "/api/v1/"
 C = "/catalogs/{catalog}"
 
@@ -31,6 +35,11 @@ async def html_errors(request: web.Request, handler: pages.Handler) -> web.Strea
         if exc.status < 400:
             raise
         return render(request, "error.html", viewer(request), exc.status, message=exc.text or exc.reason)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return render(request, "error.html", viewer(request), 500, message="Internal server error.")
 
 
 def register(app: web.Application) -> None:
