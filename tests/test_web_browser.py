@@ -185,7 +185,7 @@ class Attacker(http.server.BaseHTTPRequestHandler):
 
     target = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = f"""<!doctype html><body>
 <form id="out" method="post" action="{self.target}/signout"><input name="csrf" value="guessed"></form>
 <form id="api" method="post" enctype="text/plain" action="{self.target}/api/v1/catalogs/markets/datasets/EVIL">
