@@ -15,6 +15,8 @@ from fusionsync.server.web.session import viewer
 
 log = logging.getLogger("fusionsync.server")
 API_PREFIX = "/api/v1/"
+NOT_PAGES = frozenset({"/oauth2/token", "/session/token", "/metrics"})
+"""Routes outside the API that answer JSON or text, not pages."""
 C = "/catalogs/{catalog}"
 
 
@@ -25,7 +27,7 @@ async def signin_page(request: web.Request) -> web.Response:
 @web.middleware
 async def html_errors(request: web.Request, handler: pages.Handler) -> web.StreamResponse:
     """Errors of the pages as pages (those of the API stay JSON)."""
-    if request.path.startswith(API_PREFIX) or request.path == "/session/token":
+    if request.path.startswith(API_PREFIX) or request.path in NOT_PAGES:
         return await handler(request)
     try:
         return await handler(request)
@@ -35,8 +37,8 @@ async def html_errors(request: web.Request, handler: pages.Handler) -> web.Strea
         if exc.status < 400:
             raise
         return render(request, "error.html", viewer(request), exc.status, message=exc.text or exc.reason)
-    except (asyncio.CancelledError, ConnectionError):
-        raise
+    except (asyncio.CancelledError, ConnectionError, web.RequestPayloadError):
+        raise  # the last one: a 400 from the outer middleware
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return render(request, "error.html", viewer(request), 500, message="Internal server error.")
