@@ -43,6 +43,7 @@ def seed(server: RunningServer) -> bytes:
         region=["EMEA"],
     )
     server.create_dataset("markets", "EQ_PRICES", title="Equity prices", description="Closing prices")
+    server.create_product("markets", "PRICING", ["FX_RATES", "EQ_PRICES"])
     attrs = [
         {"identifier": "ccy", "index": 0, "dataType": "String", "title": "Currency", "isDatasetKey": True},
         {"identifier": "rate", "index": 1, "dataType": "Double", "title": "Rate", "description": "Units per USD"},
@@ -73,6 +74,8 @@ def test_browse_from_front_page_to_a_distribution_and_download_it(
     expect(page.get_by_role("heading", level=1)).to_contain_text("Markets")
     expect(page.get_by_text("Prices and rates")).to_be_visible()
     screenshot(page, shots, "catalog")
+    page.get_by_role("link", name="PRICING").click()
+    expect(page.locator("table.list")).to_contain_text("Equity prices")
     page.get_by_role("link", name="FX_RATES").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("FX spot rates")
     expect(page.get_by_text("Daily closing rates of 40 currencies")).to_be_visible()

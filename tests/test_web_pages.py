@@ -160,3 +160,16 @@ def test_a_catalog_of_100000_distributions_is_browsed_by_pages(server: RunningSe
     assert re.findall(r'datasets/(D\d{5})"', following.text)[:2] == ["D00099", "D00100"]
     found = fetch(server, "GET", "/search?q=dataset%2024", headers={"Cookie": cookie})
     assert re.findall(r'datasets/(D\d{5})"', found.text) == ["D00024"] + [f"D{i:05d}" for i in range(240, 250)]
+
+
+def test_the_status_page_shows_uploads_in_progress_and_recent_changes(server: RunningServer) -> None:
+    server.create_dataset("cat", "DS")
+    server.upload("cat", "DS", "20240101", "csv", b"a,b\n" * 1000)
+    target = "catalogs/cat/datasets/DS/datasetseries/20240102/distributions/parquet"
+    assert server.api("POST", target + "/operationType/upload").status == 200
+    cookie, _ = sign_in(server)
+    page = fetch(server, "GET", "/status", headers={"Cookie": cookie}).text
+    stats = dict((label, value) for value, label in re.findall(r"<strong>([^<]+)</strong><span>([^<]+)</span>", page))
+    assert stats["storage used"] == "3.9 KiB" and stats["distributions"] == "1" and stats["uploads in progress"] == "1"
+    assert re.search(r"<td>20240102</td><td><code>parquet</code></td>\s*<td>open</td>", page)
+    assert re.search(r"<td>created</td>.*DS</a></td>\s*<td>20240101</td>", page, re.S)

@@ -306,7 +306,7 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     default=3600,
     show_default=True,
     type=click.IntRange(1),
-    help="Lifetime of issued tokens, in seconds.",
+    help="Lifetime of issued tokens and of web sign-in sessions, in seconds.",
 )
 @click.option(
     "--max-upload-size",
@@ -360,7 +360,9 @@ def serve(
     upload_expiry: int,
     log_level: str,
 ) -> None:
-    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/.
+    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/, with a web catalog for
+    people at http://HOST:PORT/ (sign in with a client's id and secret; read-only with --no-auth) and
+    Prometheus metrics at /metrics.
 
     By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
     signing key, the clients and the server's lock (a second server on ROOT refuses to start). Unless
