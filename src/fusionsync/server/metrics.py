@@ -18,14 +18,15 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from fusionsync.server.common import STATE
 from fusionsync.server.store import Totals
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 COUNT, SECONDS, BYTES_IN, BYTES_OUT, FIRST_BUCKET = range(5)
@@ -135,6 +136,8 @@ SHARED = web.AppKey("shared_stats", Shared)
 
 def families(stats: RequestStats, totals: Totals) -> Iterator[Metric]:
     """The metric families of a table and the store's totals."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
     labels = ["route", "method"]
     requests = CounterMetricFamily(
         "fusionsync_http_requests", "HTTP requests answered, by route and status", labels=[*labels, "status"]
@@ -185,6 +188,8 @@ class _Snapshot:
 
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: this server's metrics (every worker's) in the Prometheus text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest  # at the first scrape
+
     own = request.app[STATS]
     stats = own
     shared = request.app.get(SHARED)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import jinja2
 from aiohttp import web
 
 from fusionsync import __version__
 from fusionsync.server.web.session import Viewer
+
+if TYPE_CHECKING:
+    import jinja2
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -45,19 +48,22 @@ def is_simple(value: object) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-ENV.filters["size"] = human_size
-ENV.filters["seg"] = segment
-ENV.tests["simple"] = is_simple
-ENV.globals["version"] = __version__
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The templates' environment, made on first use (importing Jinja2 costs server start-up time)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
+    env.filters["size"] = human_size
+    env.filters["seg"] = segment
+    env.tests["simple"] = is_simple
+    env.globals["version"] = __version__
+    return env
 
 
 def render(request: web.Request, template: str, who: Viewer | None, status: int = 200, **context: Any) -> web.Response:
     """The page ``template`` for ``who``."""
-    body = ENV.get_template(template).render(who=who, path=request.path_qs, **context)
+    body = environment().get_template(template).render(who=who, path=request.path_qs, **context)
     return web.Response(text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS)
