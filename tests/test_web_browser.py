@@ -136,6 +136,7 @@ def test_create_a_dataset_and_upload_12_mib_from_the_page_then_the_sdk_downloads
     upload.get_by_label("Series member").fill("20240105")
     upload.get_by_role("button", name="Upload").click()
     expect(upload.locator(".message")).to_contain_text("Uploaded rates.csv", timeout=30_000)
+    screenshot(page, shots, "upload")
     page.reload()
     expect(page.locator("table.dists")).to_contain_text("12.0 MiB")
 

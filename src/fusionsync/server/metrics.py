@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 COUNT, SECONDS, BYTES_IN, BYTES_OUT, FIRST_BUCKET = range(5)
 FLUSH_SECONDS = 1.0
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 Key = tuple[str, str, int]
 Row = list[float]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -94,7 +95,8 @@ def measure(stats: RequestStats) -> Any:
             elif answer is not None:
                 sent = answer.content_length or 0
             received = getattr(request.content, "total_bytes", 0)
-            stats.record((route, request.method, status), time.perf_counter() - start, received, sent)
+            method = request.method if request.method in METHODS else "other"  # a bounded set of labels
+            stats.record((route, method, status), time.perf_counter() - start, received, sent)
 
     return middleware
 

@@ -5,7 +5,7 @@ A session is a signed token (``auth.TokenAuthority``, kind ``web``) in a cookie 
 encrypted (Secure); it lasts ``--token-ttl`` seconds. Every write a page makes is a POST that carries the
 session's CSRF token (derived from the cookie, which other sites cannot read) and, when the browser says
 where it comes from (``Origin``, ``Sec-Fetch-Site``), comes from this site. Pages change the catalog through
-the API, with a short-lived API token that ``POST /session/token`` issues to the signed-in client. The secret
+the API, with an API token that ``POST /session/token`` issues to the signed-in client. The secret
 travels only in the sign-in form's body; nothing here logs a request.
 """
 

@@ -1,5 +1,5 @@
 // fusionsync web catalog: the little JavaScript the pages need, no build step.
-// Writes go through the API (/api/v1/) with a short-lived token the signed-in session asks for
+// Writes go through the API (/api/v1/) with an API token the signed-in session asks for
 // (POST /session/token, with the page's CSRF token); uploads use the multipart upload API: 5 MiB parts,
 // each sent with its SHA-256, completed with the file's digest, so the server verifies every byte.
 "use strict";
