@@ -157,6 +157,14 @@ def test_a_continuous_sync_serves_its_own_metrics(
     assert total(later, "fusionsync_sync_last_success_timestamp_seconds") >= total(
         first, "fusionsync_sync_last_success_timestamp_seconds"
     )
+    server.stop()  # the next pass fails: counted, and the last success stays where it was
+    (folder / "DS__cat__20240103.csv").write_bytes(b"c" * 10)
+    wait_for(lambda: total(samples(), "fusionsync_sync_passes_total", outcome="failed") >= 1, "a failed pass", 60)
+    failed = samples()
+    assert total(failed, "fusionsync_sync_last_success_timestamp_seconds") == total(
+        later, "fusionsync_sync_last_success_timestamp_seconds"
+    )
+    assert total(failed, "fusionsync_sync_files_total") == 2
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=20)
     assert proc.returncode in (0, 143)
