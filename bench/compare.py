@@ -1,8 +1,11 @@
 """fusionsync against the official SDK's fsync and against the machine's limit, workload by workload.
 
 Run: ``.venv/bin/python -m bench.compare [--scale 1.0] [--runs 3] [--only P1,P2] [--sdk-timeout 600]
-[--workers N] [--scaled] [--contenders ours,sdk,limit]`` (``--workers``: the server's processes; ``--scaled``:
-its metadata in PostgreSQL and blobs in S3, see ``bench/scaled.py``).
+[--workers N] [--scaled]`` (``--workers``: the server's processes; ``--scaled``: its metadata in PostgreSQL and
+blobs in S3, see ``bench/scaled.py``).
+``--variant NAME=CHECKOUT`` (repeatable) adds a contender ``ours@NAME``: fusionsync from another checkout's
+``src``, run in turn with the others on the same server and data (before/after comparisons on a noisy
+machine); ``--contenders`` picks which run.
 Starts ``fusionsync serve`` on 127.0.0.1, seeds it, and for each workload runs each contender in a
 fresh process (median wall time of ``--runs``, peak RSS), then prints one table and writes it to
 ``bench/results/latest.json``. The limit is ``curl --parallel`` plus ``sha256sum`` on the same
@@ -45,12 +48,21 @@ class Row:
 
 
 class Bench:
-    def __init__(self, work: Path, runs: int, sdk_timeout: float, server_options: list[str]) -> None:
+    def __init__(
+        self,
+        work: Path,
+        runs: int,
+        sdk_timeout: float,
+        server_options: list[str],
+        contenders: set[str] | None = None,
+        variants: dict[str, Path] | None = None,
+    ) -> None:
         self.work = work
         self.runs = runs
         self.sdk_timeout = sdk_timeout
+        self.contenders = contenders
+        self.variants = variants or {}
         self.server = ServerProcess(work / "server", "--no-auth", *server_options).start()
-        self.contenders = {"ours", "sdk", "limit"}
         self.creds = work / "creds.json"
         base = self.server.base
         self.creds.write_text(
@@ -107,11 +119,13 @@ class Bench:
         }
 
     def contender(self, name: str, job: dict[str, Any]) -> tuple[float, float]:
+        name, _, variant = name.partition("@")
+        source = self.variants[variant] / "src" if variant else REPO / "src"
         env = {
             **os.environ,
-            "FUSIONSYNC_CACHE_DIR": str(self.work / f"cache-{job['catalog']}"),
-            # This checkout's fusionsync (and bench), whatever the venv's editable install points at.
-            "PYTHONPATH": os.pathsep.join(str(REPO / sub) for sub in ("src", "")),
+            "FUSIONSYNC_CACHE_DIR": str(self.work / f"cache-{job['catalog']}-{variant}"),
+            # This checkout's fusionsync (or a variant's) and bench, whatever the venv's editable install points at.
+            "PYTHONPATH": os.pathsep.join([str(source), str(REPO)]),
         }
         timeout = self.sdk_timeout if name == "sdk" else 3600
         done = subprocess.run(
@@ -127,9 +141,13 @@ class Bench:
         result = json.loads(done.stdout.strip().splitlines()[-1])
         return float(result["seconds"]), float(result["peak_mib"])
 
+    def ours(self, run: Callable[[str], Callable[[int], tuple[float, float]]]) -> dict[str, Any]:
+        """This checkout's contender and one per ``--variant``."""
+        return {"ours": run("ours"), **{f"ours@{v}": run(f"ours@{v}") for v in self.variants}}
+
     def measure(self, row: Row, contenders: dict[str, Callable[[int], tuple[float, float]]]) -> None:
         """``--runs`` rounds, the contenders interleaved in a rotating order (the machine drifts), medians kept."""
-        names = [n for n in contenders if n in self.contenders]
+        names = [n for n in contenders if self.contenders is None or n in self.contenders]
         times: dict[str, list[float]] = {n: [] for n in names}
         peaks: dict[str, list[float]] = {n: [] for n in names}
         given_up: set[str] = set()
@@ -146,7 +164,7 @@ class Bench:
                 times[name].append(seconds)
                 peaks[name].append(peak)
         for name in names:
-            if name not in given_up:
+            if name not in given_up and times[name]:
                 row.times[name] = statistics.median(times[name])
                 row.peaks[name] = max(peaks[name])
 
@@ -233,7 +251,7 @@ def bulk_workload(b: Bench, name: str, direction: str, count: int, size: int) ->
             for i, k in enumerate(keys)
         ]
         limit = lambda i: (b.curl_download(urls, parallel=count), 0.0)  # noqa: E731
-        b.measure(row, {"ours": run("ours"), "sdk": run("sdk"), "limit": limit})
+        b.measure(row, {**b.ours(run), "sdk": run("sdk"), "limit": limit})
     else:
 
         def run_up(contender: str) -> Callable[[int], tuple[float, float]]:
@@ -260,7 +278,7 @@ def bulk_workload(b: Bench, name: str, direction: str, count: int, size: int) ->
             ]
             return b.curl_upload(pairs, parallel=count), 0.0
 
-        b.measure(row, {"ours": run_up("ours"), "sdk": run_up("sdk"), "limit": limit})
+        b.measure(row, {**b.ours(run_up), "sdk": run_up("sdk"), "limit": limit})
     return row
 
 
@@ -291,7 +309,7 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
             full = [DistKey(catalog, k.dataset, k.series, k.format) for k in keys]
             return b.curl_download([(b.url(k), dest / local_relative_path(k)) for k in full]), 0.0
 
-        b.measure(row, {"ours": run("ours"), "sdk": run("sdk"), "limit": limit})
+        b.measure(row, {**b.ours(run), "sdk": run("sdk"), "limit": limit})
     else:
 
         def run_up(contender: str) -> Callable[[int], tuple[float, float]]:
@@ -316,7 +334,7 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
             ]
             return b.curl_upload(pairs), 0.0
 
-        b.measure(row, {"ours": run_up("ours"), "sdk": run_up("sdk"), "limit": limit})
+        b.measure(row, {**b.ours(run_up), "sdk": run_up("sdk"), "limit": limit})
     return row
 
 
@@ -346,7 +364,8 @@ def idle_workload(b: Bench, count: int) -> list[Row]:
         return time.perf_counter() - start, 0.0
 
     b.measure(restart, {"ours": lambda i: b.contender("ours", b.job("upload", catalog, names, tree)), "limit": walk})
-    warm.times["limit"] = restart.times["limit"]
+    if "limit" in restart.times:
+        warm.times["limit"] = restart.times["limit"]
     restart.notes.append("the SDK is not run here: it rehashes every file at start")
     restart.notes.append("new process: includes starting Python and importing fusionsync, aiohttp and fsspec")
     return [warm, restart]
@@ -366,15 +385,19 @@ def main() -> int:
     parser.add_argument("--sdk-timeout", type=float, default=900.0)
     parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
     parser.add_argument("--scaled", action="store_true", help="metadata in PostgreSQL, blobs in S3 (bench/scaled.py)")
-    parser.add_argument("--contenders", default="ours,sdk,limit", help="which of ours, sdk, limit to run")
+    parser.add_argument("--contenders", help="Which to run (ours, sdk, limit, ours@VARIANT); default all.")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=CHECKOUT", help="Also run another checkout's src."
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     s = args.scale
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="fusionsync-bench-", dir=".") as tmp, contextlib.ExitStack() as stack:
         options = stack.enter_context(scaled_options(args.workers)) if args.scaled else workers_option(args.workers)
-        b = Bench(Path(tmp).resolve(), args.runs, args.sdk_timeout, options)
-        b.contenders = set(args.contenders.split(","))
+        variants = {k: Path(p) for k, p in (v.split("=", 1) for v in args.variant)}
+        chosen = set(args.contenders.split(",")) if args.contenders else None
+        b = Bench(Path(tmp).resolve(), args.runs, args.sdk_timeout, options, chosen, variants)
         try:
             plan: list[tuple[str, Callable[[], Any]]] = [
                 ("P1", lambda: bulk_workload(b, "P1", "download", 4, int(256 * MiB * s))),
@@ -415,6 +438,9 @@ def print_table(rows: list[Row]) -> None:
             f"{r.workload:44} {cell(ours)} {cell(sdk)} {cell(limit)[2:]} {ratio(sdk, ours)} {ratio(ours, limit):>11} "
             f"{r.peaks.get('ours', 0):7.0f} M {r.peaks.get('sdk', 0):6.0f} M"
         )
+        for name, seconds in r.times.items():
+            if "@" in name:
+                print(f"    {name}: {seconds:.2f} s, peak RSS {r.peaks.get(name, 0):.0f} MiB")
         for note in r.notes:
             print(f"    note: {note}")
 

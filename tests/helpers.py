@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -109,7 +110,8 @@ class RunningServer(ServerProcess):
         target = self.base + urllib.parse.quote(route, safe="/%:@") + mark + query
         req = urllib.request.Request(target, data=body, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            context = ssl.create_default_context(cafile=self.ca_file) if self.scheme == "https" else None
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 return Answer(resp.status, dict(resp.headers), resp.read())
         except urllib.error.HTTPError as err:
             return Answer(err.code, dict(err.headers), err.read())
@@ -167,9 +169,11 @@ class RunningServer(ServerProcess):
         return self.api("POST", f"{url}/operations/upload?operationId={op}", json_body={"parts": parts}, headers=whole)
 
 
-def start_server(root: Path, *args: str, auth: bool = True, port: int = 0) -> RunningServer:
+def start_server(
+    root: Path, *args: str, auth: bool = True, port: int = 0, ca_file: Path | None = None
+) -> RunningServer:
     """Start `fusionsync serve` on a free 127.0.0.1 port and wait until it answers."""
-    server = RunningServer(root, *args, auth=auth, port=port)
+    server = RunningServer(root, *args, auth=auth, port=port, ca_file=ca_file)
     server.start()
     return server
 

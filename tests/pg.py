@@ -60,7 +60,7 @@ def _free_port() -> int:
 def postgres_server(durable: bool = False) -> Iterator[str]:
     """A running PostgreSQL; its URL without a database (``postgresql://postgres@127.0.0.1:PORT``). Not
     ``durable``: commits do not wait for the disk (tests); durable: as configured in production (benchmarks)."""
-    work = Path(tempfile.mkdtemp(prefix="fusionsync-pg-"))
+    work = Path(tempfile.mkdtemp(prefix="pgtest-"))
     install = _binaries()
     if ROOT:
         os.chown(work, NOBODY, NOBODY)

@@ -10,7 +10,17 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fusionsync.catalog.digest import PART_SIZE, FusionHasher, fsync_digest_of, parse_digest_header
-from fusionsync.catalog.layout import RECOGNIZED_FORMATS, DistKey, file_name, local_relative_path, parse_file_name
+from fusionsync.catalog.layout import (
+    NAME_MAX,
+    RECOGNIZED_FORMATS,
+    DistKey,
+    file_name,
+    is_partial,
+    local_relative_path,
+    parse_file_name,
+    partial_names,
+    temp_name,
+)
 from fusionsync.catalog.names import InvalidIdentifier, check_identifier, identifier_problem
 
 
@@ -127,3 +137,14 @@ def test_a_name_conforms_exactly_when_each_part_is_a_safe_identifier(
         and all(identifier_problem(v) is None for v in (*parts, fmt))
     )
     assert (parse_file_name(name, is_raw) is not None) == expected
+
+
+@given(st.text(min_size=1, max_size=300).filter(lambda n: "/" not in n and "\0" not in n))
+@example("D" * 255)
+@example("\u00e9" * 127 + "x")
+def test_a_download_partial_and_its_record_fit_any_file_name(name: str) -> None:
+    names = (*partial_names(name), temp_name(name, "partial.new"))
+    for made in names:
+        assert len(made.encode("utf-8", errors="surrogateescape")) <= NAME_MAX and made.startswith(".")
+    assert [is_partial(n) for n in names] == [True, True, False], "the pending record is a stale temporary"
+    assert parse_file_name(names[0]) is None and parse_file_name(names[1]) is None

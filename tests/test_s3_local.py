@@ -79,7 +79,7 @@ class Recorder:
 
 
 def test_a_download_into_s3_counts_bytes_as_s3_takes_them(
-    server: RunningServer, s3_endpoint: str, s3_bucket: str
+    server: RunningServer, s3_endpoint: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (key,) = seed(server, "cat", {"A": {"20240101": ["csv"]}}, size=SIZE)
     progress = Recorder()
@@ -90,7 +90,9 @@ def test_a_download_into_s3_counts_bytes_as_s3_takes_them(
             at_first_part.append(progress.done)
         return method == "PUT"
 
-    scratch_before = set(os.listdir(tempfile.gettempdir()))
+    scratch = tmp_path / "tmpdir"  # this test's own: other tests running beside it use the machine's
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with Proxy(s3_endpoint, part_upload, delay=0.3) as proxy:
         s3 = s3_filesystem(proxy.base)
 
@@ -102,7 +104,7 @@ def test_a_download_into_s3_counts_bytes_as_s3_takes_them(
     assert at_first_part and at_first_part[0] < SIZE // 2, "progress ran ahead of what S3 received"
     assert progress.done == progress.size == SIZE
     assert s3_filesystem(s3_endpoint).cat_file(f"{s3_bucket}/m/file.csv") == payload(key, SIZE)
-    assert not [n for n in set(os.listdir(tempfile.gettempdir())) - scratch_before if n.startswith("fusionsync")]
+    assert not [p for p in scratch.iterdir() if p.name.startswith("fusionsync")], "no scratch file left"
     assert [p for p in s3_filesystem(s3_endpoint).find(s3_bucket)] == [f"{s3_bucket}/m/file.csv"]
 
 

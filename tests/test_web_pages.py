@@ -6,11 +6,15 @@ from __future__ import annotations
 import http.client
 import re
 import sqlite3
+import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 
-from tests.helpers import RunningServer
+import trustme
+
+from tests.helpers import RunningServer, start_server
 
 
 @dataclass
@@ -21,7 +25,12 @@ class Page:
 
 
 def fetch(server: RunningServer, method: str, path: str, body: str = "", headers: dict[str, str] | None = None) -> Page:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn: http.client.HTTPConnection
+    if server.scheme == "https":
+        tls = ssl.create_default_context(cafile=server.ca_file)
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=30, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         hdrs = dict(headers or {})
         if body:
@@ -41,6 +50,7 @@ def sign_in(server: RunningServer) -> tuple[str, str]:
     assert answer.status == 303, answer.text
     cookie = answer.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert ("Secure" in cookie) == (server.scheme == "https")
     pair = cookie.split(";")[0]
     page = fetch(server, "GET", "/", headers={"Cookie": pair})
     token = re.search(r'<meta name="csrf-token" content="([0-9a-f]+)">', page.text)
@@ -173,3 +183,21 @@ def test_the_status_page_shows_uploads_in_progress_and_recent_changes(server: Ru
     assert stats["storage used"] == "3.9 KiB" and stats["distributions"] == "1" and stats["uploads in progress"] == "1"
     assert re.search(r"<td>20240102</td><td><code>parquet</code></td>\s*<td>open</td>", page)
     assert re.search(r"<td>created</td>.*DS</a></td>\s*<td>20240101</td>", page, re.S)
+
+
+def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    pem = str(tmp_path / "server.pem")
+    server = start_server(tmp_path / "root", "--tls-cert", pem, "--tls-key", pem, ca_file=tmp_path / "ca.pem")
+    try:
+        server.create_dataset("cat", "DS", title="Over TLS")
+        cookie, csrf = sign_in(server)  # checks Secure
+        assert "Over TLS" in fetch(server, "GET", "/catalogs/cat", headers={"Cookie": cookie}).text
+        own = {"Cookie": cookie, "Origin": server.base, "X-CSRF-Token": csrf}
+        assert fetch(server, "POST", "/session/token", headers=own).status == 200
+        plain = {**own, "Origin": server.base.replace("https:", "http:")}  # the same host without TLS
+        assert fetch(server, "POST", "/session/token", headers=plain).status == 403
+    finally:
+        server.stop()

@@ -52,7 +52,19 @@ def main() -> None:
     """Keep folders and fsspec filesystems in sync with a Fusion data catalog."""
 
 
+CA_BUNDLE = "fusionsync.ca_bundle"
+
+
 def connection_options(fn: F) -> F:
+    fn = click.option(
+        "--ca-bundle",
+        type=click.Path(exists=True),
+        expose_value=False,  # kept in the context for make_fusion_fs: every command connects the same way
+        callback=lambda ctx, _, value: ctx.meta.__setitem__(CA_BUNDLE, value),
+        help="Certificate authorities (PEM file or folder) to verify the server with, e.g. your network's "
+        "TLS-inspecting CA (default: REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE, else the system's). "
+        "Proxies come from the credentials file's proxies, else HTTPS_PROXY/HTTP_PROXY (NO_PROXY respected).",
+    )(fn)
     fn = click.option(
         "--root-url",
         envvar="FUSION_ROOT_URL",
@@ -72,7 +84,9 @@ def make_fusion_fs(credentials: str, root_url: str | None) -> Any:
 
     if not Path(credentials).is_file():
         raise UsageError(f"credentials file {credentials} not found (give --credentials FILE)")
-    return FusionFileSystem(credentials=credentials, root_url=root_url)
+    context = click.get_current_context(silent=True)
+    ca_bundle = context.meta.get(CA_BUNDLE) if context is not None else None
+    return FusionFileSystem(credentials=credentials, root_url=root_url, ca_bundle=ca_bundle)
 
 
 def sync_options(fn: F) -> F:
@@ -344,6 +358,14 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     type=click.IntRange(1),
     help="Seconds after which an unfinished upload with no activity is dropped (an S3 upload is aborted).",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM certificate (chain) to serve HTTPS with; needs --tls-key.",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key of --tls-cert."
+)
 @click.option("--log-level", default="WARNING", show_default=True, type=click.Choice(LEVELS, case_sensitive=False))
 def serve(
     root: Path,
@@ -358,11 +380,13 @@ def serve(
     blobs: str,
     workers: int,
     upload_expiry: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     log_level: str,
 ) -> None:
-    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/, with a web catalog for
-    people at http://HOST:PORT/ (sign in with a client's id and secret; read-only with --no-auth) and
-    Prometheus metrics at /metrics.
+    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/ (https:// with --tls-cert), with a
+    web catalog for people at http://HOST:PORT/ (sign in with a client's id and secret; read-only with
+    --no-auth) and Prometheus metrics at /metrics.
 
     By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
     signing key, the clients and the server's lock (a second server on ROOT refuses to start). Unless
@@ -371,6 +395,8 @@ def serve(
     """
     from fusionsync.server import ServeError, ServerConfig, run
 
+    if (tls_cert is None) != (tls_key is None):
+        fail(UsageError("--tls-cert and --tls-key go together"))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
         root=root,
@@ -385,11 +411,13 @@ def serve(
         blobs=blobs,
         workers=workers,
         upload_expiry=upload_expiry,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
     def ready(bound: int) -> None:
         auth = "authentication off" if no_auth else f"credentials in {root / 'client_credentials.json'}"
-        click.echo(f"Serving Fusion API at http://{host}:{bound}/api/v1/ ({auth})")
+        click.echo(f"Serving Fusion API at {'https' if tls_cert else 'http'}://{host}:{bound}/api/v1/ ({auth})")
         sys.stdout.flush()
 
     try:

@@ -12,12 +12,14 @@ with ``upstream`` these three act on the request's body instead (an upload cut o
 - ``status``: answer ``status`` (429 or 503) with ``Retry-After: 0`` without asking the server.
 
 ``injected`` counts the requests a fault was armed for, ``fired`` the faults that took effect
-(an answer shorter than ``after`` is not cut): a test asserts on ``fired``.
+(an answer shorter than ``after`` is not cut): a test asserts on ``fired``. ``requests`` lists the
+(method, target) of every request seen, ``up`` and ``down`` count the bytes carried each way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import Callable
@@ -43,6 +45,9 @@ class FaultProxy(BackgroundServer):
         self.fault = fault
         self.injected = 0
         self.fired = 0
+        self.requests: list[tuple[str, str]] = []
+        self.up = 0
+        self.down = 0
         super().__init__()
 
     @property
@@ -65,10 +70,12 @@ class FaultProxy(BackgroundServer):
 
     def _arm(self, head: bytes) -> Fault | None:
         """The fault for a request whose bytes start with ``head``, if it matches and budget remains."""
+        line = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        if len(line) >= 2:
+            self.requests.append((line[0], line[1]))
         fault = self.fault
         if fault is None or self.injected >= fault.times:
             return None
-        line = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
         if len(line) < 2 or not fault.match(line[0], line[1]):
             return None
         self.injected += 1
@@ -123,6 +130,7 @@ class FaultProxy(BackgroundServer):
                         data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
                         self.fired += 1
                     received += len(data)
+                self.up += len(data)
                 up_writer.write(data)
                 await up_writer.drain()
             up_writer.close()
@@ -147,6 +155,7 @@ class FaultProxy(BackgroundServer):
                         self.fired += done == 0
                         await asyncio.sleep(fault.delay)
                 sent[0] += len(data)
+                self.down += len(data)
                 writer.write(data)
                 await writer.drain()
             writer.close()
@@ -164,5 +173,6 @@ class FaultProxy(BackgroundServer):
 def _abort(writer: asyncio.StreamWriter, reset: bool) -> None:
     sock = writer.get_extra_info("socket")
     if reset and sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):  # already closed (the peer went away): abort it all the same
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort() if reset else writer.close()

@@ -96,6 +96,22 @@ def temp_name(name: str, token: str) -> str:
     return f".{name}{suffix}"
 
 
+PARTIAL = "partial"
+"""The token of a download's resumable partial temporary (kept when a download is interrupted)."""
+PARTIAL_RECORD = "partial.json"
+"""The token of the record beside it: what the partial is of, and how much of it was written and read back."""
+
+
+def partial_names(name: str) -> tuple[str, str]:
+    """The names of the resumable partial of a download into ``name``, and of its record."""
+    return temp_name(name, PARTIAL), temp_name(name, PARTIAL_RECORD)
+
+
+def is_partial(name: str) -> bool:
+    """Whether ``name`` is a download's resumable partial or its record (which a pass keeps for a while)."""
+    return name.endswith((TEMP_MARK + PARTIAL, TEMP_MARK + PARTIAL_RECORD))
+
+
 class DistKey(NamedTuple):
     """One distribution: catalog, dataset, series member and format.
 

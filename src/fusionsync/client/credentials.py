@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from fusionsync.client.net import NetPolicy
 from fusionsync.client.wire import Retryable, message, status_error
 from fusionsync.errors import AuthError, CredentialsError
 
@@ -146,8 +147,9 @@ class _Token:
 class TokenCache:
     """The API token and one fusion token per dataset, fetched once and refreshed before expiry."""
 
-    def __init__(self, creds: Credentials) -> None:
+    def __init__(self, creds: Credentials, policy: NetPolicy | None = None) -> None:
         self.creds = creds
+        self.policy = policy or NetPolicy(creds.proxies)
         self._api: _Token | None = None
         if creds.grant_type == "bearer" and creds.bearer_token:
             self._api = _Token(creds.bearer_token, None, None)
@@ -159,11 +161,6 @@ class TokenCache:
         """New locks for a new event loop (an asyncio lock belongs to the loop that first used it)."""
         self._lock = asyncio.Lock()
         self._fusion_locks = {}
-
-    def proxy(self, url: str) -> str | None:
-        """The proxy for ``url``, chosen by its scheme as ``requests`` does (``all`` for any)."""
-        scheme = url.split("://", 1)[0].lower()
-        return self.creds.proxies.get(scheme) or self.creds.proxies.get("all") or None
 
     def invalidate(self) -> None:
         """Forget cached tokens (after the server refused one)."""
@@ -200,7 +197,7 @@ class TokenCache:
             if creds.resource:
                 form["aud"] = creds.resource
         url = creds.auth_url
-        return await _token_call(session, "POST", url, "the token endpoint", data=form, proxy=self.proxy(url))
+        return await _token_call(session, "POST", url, "the token endpoint", self._route(url), data=form)
 
     async def fusion_token(self, session: aiohttp.ClientSession, url: str, catalog: str, dataset: str) -> str:
         """The dataset's fusion token; concurrent requests for one dataset share one fetch."""
@@ -214,14 +211,20 @@ class TokenCache:
                 api = await self.api_token(session)
                 what = f"the fusion token of dataset {dataset!r}"
                 headers = {"Authorization": f"Bearer {api}"}
-                token = await _token_call(session, "GET", url, what, headers=headers, proxy=self.proxy(url))
+                token = await _token_call(session, "GET", url, what, self._route(url), headers=headers)
                 self._fusion[key] = token
             return token.value
 
+    def _route(self, url: str) -> dict[str, Any]:
+        proxy, headers = self.policy.route(url)
+        return {"proxy": proxy, "proxy_headers": headers}
 
-async def _token_call(session: aiohttp.ClientSession, method: str, url: str, what: str, **kw: Any) -> _Token:
+
+async def _token_call(
+    session: aiohttp.ClientSession, method: str, url: str, what: str, route: dict[str, Any], **kw: Any
+) -> _Token:
     """Fetch a token; connection errors and 429/5xx propagate as retryable, so the caller's retries apply."""
-    async with session.request(method, url, **kw) as resp:
+    async with session.request(method, url, **route, **kw) as resp:
         body = await resp.read()
         if resp.status in (400, 401, 403):
             raise AuthError(f"{what} refused the credentials (HTTP {resp.status}): {message(body)}")

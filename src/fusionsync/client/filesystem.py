@@ -23,13 +23,14 @@ from fsspec.callbacks import DEFAULT_CALLBACK
 
 from fusionsync.catalog.layout import DistKey
 from fusionsync.catalog.listing import RemoteDistribution, parse_changes
-from fusionsync.client import transfer
+from fusionsync.client import transfer, upload
 from fusionsync.client.credentials import DEFAULT_ROOT_URL, Credentials, load_credentials
 from fusionsync.client.events import ChangeEvent, subscribe
 from fusionsync.client.files import FusionFile
 from fusionsync.client.http import Http
 from fusionsync.client.sink import FsspecSink
 from fusionsync.client.transfer import Progress
+from fusionsync.client.upload import UploadJournal
 from fusionsync.errors import APIError, ChecksumError, NotFoundError, UsageError
 
 __all__ = ["FusionFileSystem", "RemoteDistribution", "is_distribution"]
@@ -47,10 +48,17 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     ``credentials``: a ``client_credentials.json`` path, a dict of its fields, or credentials
     objects (ours or the SDK's). ``root_url`` overrides the file's (for a self-hosted server).
-    ``max_ranges`` bounds the parallel range requests of one download, ``max_parts`` the
-    parallel parts of one upload; ``retries`` and ``read_timeout`` (seconds without a byte)
-    apply to every request. Created with ``asynchronous=True`` (inside a running loop),
-    close it with ``await fs._close()`` or use it as ``async with``.
+    ``max_ranges`` bounds the parallel range requests of one download, ``max_parts`` the upload
+    parts in flight across all uploads (each holds 1 MiB of a local file, 5 MiB of a remote one);
+    ``retries`` and ``read_timeout`` (seconds without a byte) apply to every request. Created with
+    ``asynchronous=True`` (inside a running loop), close it with ``await fs._close()`` or use it as
+    ``async with``.
+
+    Networks: proxies come from the credentials file's ``proxies`` or else from ``HTTPS_PROXY`` /
+    ``HTTP_PROXY`` (``NO_PROXY`` respected); certificates are verified against ``ca_bundle``, else
+    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / ``SSL_CERT_FILE``, else the system's authorities
+    (see :mod:`fusionsync.client.net`). ``fast_path=False`` (or ``FUSIONSYNC_FAST_PATH=0``) sends
+    small downloads through aiohttp too instead of lean keep-alive connections.
 
     Besides the fsspec interface, it is the remote side of a sync
     (:class:`fusionsync.sync.remote.Remote`): ``list_distributions``, ``list_product_datasets``,
@@ -73,15 +81,24 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         max_parts: int = 8,
         retries: int = 5,
         read_timeout: float = 120.0,
+        ca_bundle: str | None = None,
+        fast_path: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         creds: Credentials = load_credentials(credentials)
         root = root_url or creds.root_url or DEFAULT_ROOT_URL
-        self.http = Http(creds, root, retries=retries, read_timeout=read_timeout)
+        self.http = Http(
+            creds,
+            root,
+            retries=retries,
+            read_timeout=read_timeout,
+            ca_bundle=ca_bundle,
+            fast_path=fast_path,
+            max_parts=max_parts,
+        )
         self.range_size = range_size
         self.max_ranges = max_ranges
-        self.max_parts = max_parts
         if not self.asynchronous:
             weakref.finalize(self, _close, self.loop, self.http)
 
@@ -256,9 +273,12 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 await loop.run_in_executor(None, sink.discard)
                 raise
 
-    async def upload_distribution(self, key: DistKey, source: str | IO[bytes], progress: Progress) -> None:
-        """Upload a local file (a path) or an open binary file of any fsspec filesystem."""
-        await self._put_file(source, key.remote_path, callback=progress)
+    async def upload_distribution(
+        self, key: DistKey, source: str | IO[bytes], progress: Progress, journal: UploadJournal | None = None
+    ) -> None:
+        """Upload a local file (a path) or an open binary file of any fsspec filesystem; with a ``journal``,
+        a multipart upload interrupted earlier continues from the parts the server holds."""
+        await self._put_file(source, key.remote_path, callback=progress, journal=journal)
 
     async def delete_distribution(self, key: DistKey) -> None:
         await self._rm_file(key.remote_path)
@@ -329,6 +349,7 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         from_date: str | None = None,
         to_date: str | None = None,
         file_name: str | None = None,
+        journal: UploadJournal | None = None,
         **kwargs: Any,
     ) -> None:
         """Upload a local file (a path, or an open binary file of any fsspec filesystem)."""
@@ -339,17 +360,17 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
             fd = os.open(lpath, os.O_RDONLY)
             try:
                 size = os.fstat(fd).st_size
-                await transfer.upload(
+                await upload.upload(
                     self.http,
                     rpath,
                     lambda o, n: os.pread(fd, n, o),
                     size,
                     callback,
-                    self.max_parts,
                     from_date,
                     to_date,
                     file_name,
                     local_reader=True,
+                    journal=journal,
                 )
             finally:
                 os.close(fd)
@@ -362,7 +383,7 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 lpath.seek(offset)
                 return bytes(lpath.read(length))
 
-        await transfer.upload(self.http, rpath, read_at, size, callback, self.max_parts, from_date, to_date, file_name)
+        await upload.upload(self.http, rpath, read_at, size, callback, from_date, to_date, file_name, journal=journal)
 
     async def _pipe_file(self, path: str, value: bytes, **kwargs: Any) -> None:
         import io

@@ -1,16 +1,21 @@
-"""Small GETs on lean keep-alive HTTP/1.1 connections.
+"""Small GETs on lean keep-alive HTTP/1.1 connections, answers framed by llhttp (``httptools``).
 
 aiohttp spends ~0.2 ms of Python on each request (URL objects, request and response objects,
 timers, the streaming reader); a sync of thousands of small files is bound by it. A GET whose
-whole answer fits in memory needs much less: one write of the request, one parse of the
-answer's head, a Content-Length body. This module does only that, and gives way (``Unsupported``)
-to the aiohttp path for anything else: a chunked or compressed answer, a head too large, a body
-larger than the caller can take, a path or header that would need encoding.
+whole answer fits in memory needs much less: one write of the request, the answer fed to llhttp
+(the parser Node.js and uvicorn use), the body collected. This module does only that, and gives
+way (``Unsupported``) to the aiohttp path for anything else: a compressed answer, one that ends
+when the connection closes, a body larger than the caller can take, any answer llhttp rejects, a
+path or header that would need encoding, a proxy that refuses the tunnel.
+
+Connections follow the client's :class:`~fusionsync.client.net.NetPolicy`, as aiohttp's do:
+directly, through an HTTP proxy (absolute-form requests), or through a CONNECT tunnel for an
+https server, with the same TLS context.
 
 Failures are the ones ``Http.retrying`` retries: ``ConnectionError`` for a refused, reset or
 closed connection, ``TimeoutError`` for a server that stops answering. A kept connection that
 closes before any byte of its answer (a server's idle timeout) is replaced at once: a GET can
-be sent again.
+be sent again. An untrusted certificate raises :class:`~fusionsync.client.net.TLSError`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import ssl
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from fusionsync.client.net import NetPolicy, proxy_auth
 
 MAX_HEAD = 64 * 1024
 MAX_IDLE = 128
 _PLAIN_TARGET = re.compile(r"[A-Za-z0-9._~/=&-]+(\?[A-Za-z0-9._~/=&%-]*)?")
-_ssl_context: ssl.SSLContext | None = None
 
 
 class Unsupported(Exception):
@@ -54,15 +61,24 @@ class ConnectionLost(ConnectionResetError):
 
 
 class _Connection(asyncio.Protocol):
-    """One connection, one request at a time: the answer's head parsed, then Content-Length bytes."""
+    """One connection, one request at a time; llhttp frames the answer."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._buffer = bytearray()
         self._waiter: asyncio.Future[Answer] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
         self._max_body = 0
-        self._head: tuple[int, CIMultiDict[str], int, bool] | None = None  # status, headers, length, close after
+        self._head_only = False  # a CONNECT: its answer is a head alone
+        self._received = 0
+        self._headers: CIMultiDict[str] = CIMultiDict()
+        self._head_done = False
+        self._length: int | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._answer: Answer | None = None
+        self._lasting = True
+        self._keep_alive = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -73,19 +89,20 @@ class _Connection(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             return
-        if self._head is not None:
-            what = f"after {len(self._buffer)} of {self._head[2]} bytes of the body"
+        if self._head_done:
+            of = f" of {self._length}" if self._length is not None else ""
+            what = f"after {self._body_size}{of} bytes of the body"
         else:
-            what = "in the answer's head" if self._buffer else "before any answer"
+            what = "in the answer's head" if self._received else "before any answer"
         reason = f" ({exc})" if exc else ""
-        answered = self._head is not None or bool(self._buffer)
-        waiter.set_exception(ConnectionLost(f"the connection closed {what}{reason}", answered))
+        waiter.set_exception(ConnectionLost(f"the connection closed {what}{reason}", self._received > 0))
 
-    def request(self, data: bytes, max_body: int) -> asyncio.Future[Answer]:
+    def request(self, data: bytes, max_body: int, head_only: bool = False) -> asyncio.Future[Answer]:
         assert self.transport is not None and self._waiter is None
-        self._buffer.clear()
-        self._head = None
-        self._max_body = max_body
+        self._parser = httptools.HttpResponseParser(self)
+        self._max_body, self._head_only = max_body, head_only
+        self._received, self._body_size, self._length = 0, 0, None
+        self._headers, self._body, self._head_done, self._answer, self._lasting = CIMultiDict(), [], False, None, True
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self._waiter
@@ -96,34 +113,62 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # bytes nobody asked for: this connection cannot be trusted again
+        if self._waiter is None or self._parser is None:  # bytes nobody asked for: not to be trusted again
             self.close()
             return
-        self._buffer += data
+        self._received += len(data)
         try:
-            self._advance()
-        except Unsupported as exc:
-            self._finish(exc)
-
-    def _advance(self) -> None:
-        if self._head is None:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD:
-                    raise Unsupported(f"an answer head longer than {MAX_HEAD} bytes")
-                return
-            self._head = _parse_head(bytes(self._buffer[:end]), self._max_body)
-            del self._buffer[: end + 4]
-        status, headers, length, close_after = self._head
-        if len(self._buffer) < length:
+            self._parser.feed_data(data)
+            if not self._head_done and self._received > MAX_HEAD:
+                raise Unsupported(f"an answer head longer than {MAX_HEAD} bytes")
+        except Exception as exc:  # whatever llhttp or a callback raised: the general path takes over
+            self._finish(_unsupported(exc, self._lasting))
             return
-        if len(self._buffer) > length:  # more than the answer: a server we do not understand
+        if self._answer is not None:
+            if not self._head_only and not self._keep_alive:
+                self.close()
+            self._finish(self._answer)
+
+    # -- llhttp's callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._answer is not None:
             raise Unsupported("bytes after the end of the answer")
-        body = bytes(self._buffer)
-        self._buffer.clear()
-        if close_after:
-            self.close()
-        self._finish(Answer(status, CIMultiDictProxy(headers), body))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._head_done = True
+        status = self._parser.get_status_code()
+        headers = self._headers
+        if self._head_only:
+            self._answer = Answer(status, CIMultiDictProxy(headers), b"")
+            return
+        if status < 200:
+            raise Unsupported(f"an interim answer ({status})")
+        self._lasting = lasting = status < 300  # an error page framed otherwise says nothing of the downloads
+        if headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise Unsupported("an encoded answer", lasting)
+        length = headers.get("Content-Length")
+        if length is not None:
+            self._length = int(length)  # llhttp checked it: digits, one value
+            if self._length > self._max_body:
+                raise Unsupported(f"an answer of {self._length} bytes", lasting=False)
+        elif "Transfer-Encoding" not in headers and status not in (204, 304):
+            raise Unsupported("an answer that ends when the connection closes", lasting)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._body_size += len(body)
+        if self._body_size > self._max_body:
+            raise Unsupported(f"an answer of more than {self._max_body} bytes", lasting=False)
+
+    def on_message_complete(self) -> None:
+        assert self._parser is not None
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._keep_alive = self._parser.should_keep_alive()  # (llhttp forgets it once the message is over)
+        self._answer = Answer(self._parser.get_status_code(), CIMultiDictProxy(self._headers), body)
 
     def _finish(self, outcome: Answer | Exception) -> None:
         waiter, self._waiter = self._waiter, None
@@ -136,48 +181,40 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(outcome)
 
 
-def _parse_head(head: bytes, max_body: int) -> tuple[int, CIMultiDict[str], int, bool]:
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if version not in ("HTTP/1.1", "HTTP/1.0") or not code.isdigit() or code.startswith("1"):
-        raise Unsupported(f"the status line {lines[0][:80]!r}")
-    lasting = code.startswith("2")  # an error page framed otherwise says nothing of the downloads
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise Unsupported(f"the header line {line[:80]!r}", lasting)
-        headers.add(name, value.strip())
-    lengths = set(headers.getall("Content-Length", []))
-    if len(lengths) != 1:
-        raise Unsupported("an answer without one Content-Length", lasting)
-    length_text = lengths.pop()
-    if not length_text.isdigit():
-        raise Unsupported(f"Content-Length {length_text[:40]!r}", lasting)
-    length = int(length_text)
-    if length > max_body:
-        raise Unsupported(f"an answer of {length} bytes", lasting=False)
-    if "Transfer-Encoding" in headers or headers.get("Content-Encoding", "identity").lower() != "identity":
-        raise Unsupported("an encoded answer", lasting)
-    connection = headers.get("Connection", "").lower()
-    close_after = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
-    return int(code), headers, length, close_after
+def _unsupported(exc: Exception, lasting: bool) -> Unsupported:
+    """What a parser error means: the general path answers this request (and, for a bad framing of a
+    successful answer, every later one)."""
+    cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+    if isinstance(cause, Unsupported):
+        return cause
+    return Unsupported(f"an answer llhttp rejects ({cause or type(cause).__name__})", lasting)
 
 
 class SmallGets:
     """A pool of keep-alive connections to the host of ``root_url``, for GETs of small answers."""
 
-    def __init__(self, root_url: str, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self, root_url: str, connect_timeout: float, read_timeout: float, policy: NetPolicy | None = None
+    ) -> None:
         parts = urlsplit(root_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {root_url}")
+        self.policy = policy or NetPolicy()
         self.secure = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.secure else 80)
         self.host_header = parts.netloc.rpartition("@")[2]
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.proxy = self.policy.proxy_for(root_url)
+        self._absolute = ""  # the origin prefixed to each target when requests go to an HTTP proxy as they are
+        self._proxy_headers: list[str] = []
+        if self.proxy is not None:
+            _, self.proxy_host, self.proxy_port, basic = proxy_auth(self.proxy)
+            self.proxy_tls = self.proxy.lower().startswith("https://")
+            self._proxy_headers = [f"Proxy-Authorization: {basic}"] if basic else []
+            if not self.secure:
+                self._absolute = f"http://{self.host_header}"
         self._idle: list[_Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -188,8 +225,13 @@ class SmallGets:
         return not any("\r" in v or "\n" in v or not v.isascii() for v in headers.values())
 
     async def get(self, target: str, headers: dict[str, str], max_body: int) -> Answer:
-        """GET ``target`` (a path with its query, already plain ASCII); the whole answer."""
-        lines = [f"GET {target} HTTP/1.1", f"Host: {self.host_header}", "Accept-Encoding: identity"]
+        """GET ``target`` (a path with its query); the whole answer. A target or header that would
+        need encoding raises ``Unsupported`` (nothing is sent)."""
+        if not self.can_send(target, headers):
+            raise Unsupported("a request that needs encoding", lasting=False)
+        lines = [f"GET {self._absolute}{target} HTTP/1.1", f"Host: {self.host_header}", "Accept-Encoding: identity"]
+        if self._absolute:
+            lines.extend(self._proxy_headers)
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
         while True:
@@ -216,15 +258,52 @@ class SmallGets:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn, True
-        ssl_context = _default_ssl() if self.secure else None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=ssl_context)
+                return await self._open(loop), False
         except TimeoutError:
-            raise TimeoutError(f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s") from None
+            raise TimeoutError(f"no connection to {self._peer} within {self.connect_timeout:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise self.policy.untrusted(self.host, self.port, exc) from exc
         except OSError as exc:
-            raise ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        return conn, False
+            raise ConnectionError(f"cannot connect to {self._peer}: {exc.strerror or exc}") from exc
+
+    @property
+    def _peer(self) -> str:
+        if self.proxy is not None:
+            return f"{self.host}:{self.port} through the proxy {self.proxy_host}:{self.proxy_port}"
+        return f"{self.host}:{self.port}"
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        context = self.policy.ssl_context() if self.secure else None
+        if self.proxy is None:
+            _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=context)
+            return conn
+        proxy_context = self.policy.ssl_context() if self.proxy_tls else None
+        _, conn = await loop.create_connection(
+            _Connection, self.proxy_host, self.proxy_port, ssl=proxy_context, ssl_handshake_timeout=None
+        )
+        if context is None:  # plain HTTP: absolute-form requests to the proxy itself
+            return conn
+        authority = f"{self.host}:{self.port}"
+        head = "\r\n".join([f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", *self._proxy_headers])
+        try:
+            answer = await conn.request((head + "\r\n\r\n").encode("ascii"), 0, head_only=True)
+        except BaseException:
+            conn.close()
+            raise
+        if not 200 <= answer.status < 300:
+            conn.close()  # the general path reports what the proxy says
+            raise Unsupported(f"the proxy answered {answer.status} to CONNECT {authority}")
+        assert conn.transport is not None
+        try:
+            transport = await loop.start_tls(conn.transport, conn, context, server_hostname=self.host)
+        except BaseException:
+            conn.close()
+            raise
+        assert isinstance(transport, asyncio.Transport)
+        conn.transport = transport
+        return conn
 
     def _release(self, conn: _Connection) -> None:
         if conn.closed or len(self._idle) >= MAX_IDLE:
@@ -242,10 +321,3 @@ class SmallGets:
     def idle(self) -> int:
         """Connections kept open for the next requests."""
         return len(self._idle)
-
-
-def _default_ssl() -> ssl.SSLContext:
-    global _ssl_context
-    if _ssl_context is None:
-        _ssl_context = ssl.create_default_context()
-    return _ssl_context

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ import aiohttp
 
 from fusionsync.client.credentials import Credentials, TokenCache
 from fusionsync.client.h1 import Answer, SmallGets, Unsupported
+from fusionsync.client.net import NetPolicy
 from fusionsync.client.wire import Retryable, status_error
 from fusionsync.errors import APIError, AuthError, FusionSyncError, TransferError
 
@@ -25,6 +27,8 @@ __all__ = ["Http", "Retryable", "parse_json"]
 log = logging.getLogger("fusionsync")
 T = TypeVar("T")
 NEXT_TOKEN = "x-jpmc-next-token"
+FAST_PATH_VARIABLE = "FUSIONSYNC_FAST_PATH"
+"""Set to 0 to send every request through aiohttp (no lean small-GET connections)."""
 
 
 class Http:
@@ -40,19 +44,27 @@ class Http:
         retry_budget: float = 120.0,
         connect_timeout: float = 30.0,
         read_timeout: float = 120.0,
+        ca_bundle: str | None = None,
+        fast_path: bool | None = None,
+        max_parts: int = 8,
     ) -> None:
         self.root_url = root_url if root_url.endswith("/") else root_url + "/"
-        self.tokens = TokenCache(creds)
+        self.policy = NetPolicy(creds.proxies, ca_bundle)
+        self.tokens = TokenCache(creds, self.policy)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.retry_budget = retry_budget
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self.proxy = self.tokens.proxy(self.root_url)
+        self.proxy, self.proxy_headers = self.policy.route(self.root_url)
+        self.max_parts = max_parts
+        self._parts: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Small GETs go on lean connections (no proxy support there: with one, aiohttp does them all).
-        self._small = None if self.proxy else SmallGets(self.root_url, connect_timeout, read_timeout)
+        if fast_path is None:
+            fast_path = os.environ.get(FAST_PATH_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+        # Small GETs go on lean connections, under the same proxy and TLS policy as aiohttp's.
+        self._small = SmallGets(self.root_url, connect_timeout, read_timeout, self.policy) if fast_path else None
         self._small_prefix = urlsplit(self.root_url).path + "catalogs/"
 
     def url(self, path: str) -> str:
@@ -66,14 +78,23 @@ class Http:
                 with contextlib.suppress(Exception):
                     self._session.connector._close()
             self._session = None
+            self._parts = None
             self.tokens.rebind()
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=128, limit_per_host=128, keepalive_timeout=60)
+            ssl_context = self.policy.ssl_context()
+            connector = aiohttp.TCPConnector(limit=128, limit_per_host=128, keepalive_timeout=60, ssl=ssl_context)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, headers={"Accept-Encoding": "identity"}
             )
             self._loop = loop
         return self._session
+
+    def parts_gate(self) -> asyncio.Semaphore:
+        """Bounds the upload parts in flight across every upload of this client (so memory stays bounded
+        however many files are sent at once)."""
+        if self._parts is None or self._loop is not asyncio.get_running_loop():
+            self._parts = asyncio.Semaphore(self.max_parts)
+        return self._parts
 
     async def close(self) -> None:
         if self._small is not None:
@@ -121,6 +142,8 @@ class Http:
                 continue
             except FusionSyncError:
                 raise
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise self.policy.untrusted(exc.host, exc.port, exc.certificate_error) from exc
             except (TimeoutError, Retryable, aiohttp.ClientError, ConnectionError) as exc:
                 delay = min(self.max_backoff, self.backoff * 2**tries) * random.uniform(0.5, 1.0)
                 if isinstance(exc, Retryable) and exc.retry_after is not None:
@@ -149,7 +172,14 @@ class Http:
             session = await self.session()
             all_headers = {**(await self.auth_headers(path)), **(headers or {})}
             async with session.request(
-                method, self.url(path), headers=all_headers, data=data, json=json_body, params=params, proxy=self.proxy
+                method,
+                self.url(path),
+                headers=all_headers,
+                data=data,
+                json=json_body,
+                params=params,
+                proxy=self.proxy,
+                proxy_headers=self.proxy_headers,
             ) as resp:
                 body = await resp.read()
                 if resp.status >= 300:
@@ -185,14 +215,13 @@ class Http:
         """GET ``path`` whole on a lean connection (no retry here); None when that cannot be done.
 
         A status of 400 or more raises as ``stream`` does. None (the caller then uses ``stream``) when
-        a proxy is set, the path needs encoding, the answer is a redirect or one the lean client leaves out.
+        the fast path is off, the path needs encoding, the answer is a redirect or one the lean client
+        leaves out.
         """
         if self._small is None:
             return None
         headers = await self.auth_headers(path)
         target = self._small_prefix + path
-        if not self._small.can_send(target, headers):
-            return None
         try:
             answer = await self._small.get(target, headers, max_body)
         except Unsupported as exc:
@@ -214,7 +243,12 @@ class Http:
         session = await self.session()
         all_headers = {**(await self.auth_headers(path)), **(headers or {})}
         async with session.request(
-            method, self.url(path), headers=all_headers, params=params, proxy=self.proxy
+            method,
+            self.url(path),
+            headers=all_headers,
+            params=params,
+            proxy=self.proxy,
+            proxy_headers=self.proxy_headers,
         ) as resp:
             if resp.status >= 300:
                 raise status_error(resp.status, what, await resp.read(), resp.headers)

@@ -41,6 +41,9 @@ class ServerConfig:
     workers: int = 1
     upload_expiry: float = 86400.0
     """Seconds after which an upload with no activity is dropped (its parts deleted, an S3 upload aborted)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve HTTPS instead of HTTP (with ``tls_key``)."""
+    tls_key: Path | None = None
 
     def metadata_url(self) -> str:
         return self.metadata or f"sqlite:///{self.root.resolve() / 'catalog.sqlite'}"

@@ -235,6 +235,8 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
                 time.time(),
                 item.operation,
             )
+            # the parts are in the blob now: the operation keeps only its result (for a repeated completion)
+            await tx.run("DELETE FROM operation_parts WHERE operation=?", item.operation)
         return old is not None, (REPLACED if old is not None else CREATED, dist)
 
     async def _discard(self, tx: Tx, blobs: list[str]) -> None:

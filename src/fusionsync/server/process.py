@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -16,9 +17,12 @@ from typing import Any
 class ServerProcess:
     """A `fusionsync serve` child on a free port; ``with ServerProcess(root) as srv: ...``."""
 
-    def __init__(self, root: Path, *args: str, auth: bool = True, port: int = 0) -> None:
+    def __init__(self, root: Path, *args: str, auth: bool = True, port: int = 0, ca_file: Path | None = None) -> None:
+        """``ca_file``: the authority of the certificate given with ``--tls-cert`` (to check it is up)."""
         self.root = Path(root)
         self.auth = auth
+        self.scheme = "https" if "--tls-cert" in args else "http"
+        self.ca_file = ca_file
         self.log = self.root.with_name(self.root.name + ".log")
         self.args = list(args)
         self._cmd = [sys.executable, "-m", "fusionsync", "serve", "--root", str(root), "--port", str(port), *args]
@@ -29,7 +33,7 @@ class ServerProcess:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def root_url(self) -> str:
@@ -54,9 +58,10 @@ class ServerProcess:
             raise RuntimeError(f"fusionsync serve did not start: {line}{self.log.read_text()}")
         self.port = int(line.split("127.0.0.1:")[1].split("/")[0])
         deadline = time.monotonic() + timeout
+        context = ssl.create_default_context(cafile=self.ca_file) if self.scheme == "https" else None
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.root_url + "openapi.json", timeout=2):
+                with urllib.request.urlopen(self.root_url + "openapi.json", timeout=2, context=context):
                     return self
             except OSError:
                 time.sleep(0.05)

@@ -21,6 +21,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -126,13 +127,30 @@ async def tidy_root(st: State, port: int) -> None:
     config = st.config
     if config.auth and st.tokens.clients:
         client_id, secret = next(iter(st.tokens.clients.items()))
-        document = credentials_document(config.host, port, client_id, secret)
+        document = credentials_document(config, port, client_id, secret)
         write_private(config.root / "client_credentials.json", json.dumps(document, indent=2))
 
 
-def credentials_document(host: str, port: int, client_id: str, secret: str) -> dict[str, object]:
+def scheme(config: ServerConfig) -> str:
+    return "https" if config.tls_cert else "http"
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context when a certificate is configured (``--tls-cert`` and ``--tls-key``)."""
+    if config.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ServeError(f"cannot serve TLS with {config.tls_cert} and {config.tls_key}: {reason}") from exc
+    return context
+
+
+def credentials_document(config: ServerConfig, port: int, client_id: str, secret: str) -> dict[str, object]:
     """A ``client_credentials.json`` (the SDK's format) for a client of this server."""
-    base = f"http://{host}:{port}"
+    base = f"{scheme(config)}://{config.host}:{port}"
     return {
         "client_id": client_id,
         "client_secret": secret,
@@ -155,9 +173,15 @@ async def _janitor(st: State) -> None:
 
 
 async def serve(
-    config: ServerConfig, sock: socket.socket, ready: Callable[[int], None] | None, parent: int | None, index: int = 0
+    config: ServerConfig,
+    sock: socket.socket,
+    tls: ssl.SSLContext | None,
+    ready: Callable[[int], None] | None,
+    parent: int | None,
+    index: int = 0,
 ) -> None:
-    """Serve on ``sock`` until SIGINT or SIGTERM (or, for worker ``index``, until its parent is gone)."""
+    """Serve on ``sock`` (HTTPS with ``tls``) until SIGINT or SIGTERM (or, for worker ``index``, until its parent
+    is gone)."""
     loop = asyncio.get_running_loop()
     # Blob commits wait on fsync far more than they use a core: enough threads let many overlap.
     loop.set_default_executor(ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="fusionsync-disk"))
@@ -179,7 +203,7 @@ async def serve(
             lingering_time=LINGER_SECONDS,
         )
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -218,6 +242,7 @@ async def _prepare(config: ServerConfig, port: int) -> None:
 def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
     """Lock the root, bind the port, serve (``ServeError`` when it cannot)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, on stderr
+    tls = tls_context(config)  # a certificate that does not load stops the server before it touches anything
     locks = [lock_root(config.root)]
     try:
         folder = Path(config.blobs) if config.blobs and "://" not in config.blobs else None
@@ -226,18 +251,20 @@ def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
         sock = listen(config.host, config.port)
         with sock:
             if config.workers <= 1:
-                asyncio.run(serve(config, sock, ready, None))
+                asyncio.run(serve(config, sock, tls, ready, None))
             else:
                 shutil.rmtree(config.root / METRICS_FOLDER, ignore_errors=True)  # a previous run's workers' tables
                 (config.root / METRICS_FOLDER).mkdir()
                 asyncio.run(_prepare(config, sock.getsockname()[1]))
-                _supervise(config, sock, ready)
+                _supervise(config, sock, tls, ready)
     finally:
         for fd in locks:
             os.close(fd)
 
 
-def _supervise(config: ServerConfig, sock: socket.socket, ready: Callable[[int], None]) -> None:
+def _supervise(
+    config: ServerConfig, sock: socket.socket, tls: ssl.SSLContext | None, ready: Callable[[int], None]
+) -> None:
     """Fork the workers, start a new one for each that dies, stop them all on SIGINT or SIGTERM."""
     parent = os.getpid()
     workers: dict[int, int] = {}
@@ -251,7 +278,7 @@ def _supervise(config: ServerConfig, sock: socket.socket, ready: Callable[[int],
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
                 faulthandler.register(signal.SIGUSR1, all_threads=True)
-                asyncio.run(serve(config, sock, None, parent, index))
+                asyncio.run(serve(config, sock, tls, None, parent, index))
                 code = 0
             except BaseException:
                 log.exception("worker %d failed", index)

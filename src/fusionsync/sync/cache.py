@@ -2,7 +2,8 @@
 
 A file is rehashed only when its size or modification time changed since it was last
 hashed. The cache also remembers the digest each file had when a sync last wrote or
-sent it, which is how a pass tells a local edit from a stale copy.
+sent it, which is how a pass tells a local edit from a stale copy, and the multipart
+upload operation each file is being sent in, so an interrupted upload resumes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, digest TEXT NOT NULL,
     synced_digest TEXT);
+CREATE TABLE IF NOT EXISTS uploads (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, digest TEXT NOT NULL,
+    remote TEXT NOT NULL, operation_id TEXT NOT NULL);
 """
 
 
@@ -90,7 +94,38 @@ class HashCache:
     def forget(self, paths: Iterable[str]) -> None:
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM files WHERE path=?", ((p,) for p in paths))
+            rows = [(p,) for p in paths]
+            self._db.executemany("DELETE FROM files WHERE path=?", rows)
+            self._db.executemany("DELETE FROM uploads WHERE path=?", rows)
+
+    def journal(self, path: str, size: int, mtime: float, digest: str, remote: str) -> UploadJournal:
+        """The upload journal of one local file as scanned (an operation recorded for other content,
+        or for another distribution, is not continued)."""
+        return UploadJournal(self._db, (path, size, mtime, digest, remote))
+
+
+class UploadJournal:
+    """Remembers the multipart operation a file's content is being uploaded in (see
+    :class:`fusionsync.client.upload.UploadJournal`)."""
+
+    def __init__(self, db: sqlite3.Connection, row: tuple[str, int, float, str, str]) -> None:
+        self._db = db
+        self._row = row
+
+    def operation(self) -> str | None:
+        found = self._db.execute(
+            "SELECT operation_id FROM uploads WHERE path=? AND size=? AND mtime=? AND digest=? AND remote=?", self._row
+        ).fetchone()
+        return str(found[0]) if found else None
+
+    def begin(self, operation_id: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO uploads(path, size, mtime, digest, remote, operation_id) VALUES (?, ?, ?, ?, ?, ?)",
+            (*self._row, operation_id),
+        )
+
+    def end(self) -> None:
+        self._db.execute("DELETE FROM uploads WHERE path=?", (self._row[0],))
 
 
 class RootLock:

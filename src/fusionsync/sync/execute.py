@@ -157,16 +157,18 @@ async def _transfer(action: Action, ctx: Context, direction: str) -> Row:
     callback = _Bytes(ctx.stats, action.path)
     remote, key = ctx.remote, action.key
     if direction == "upload":
+        entry = ctx.local[action.path]
+        # An interrupted multipart upload of this very content continues from the parts the server holds.
+        journal = ctx.cache.journal(entry.path, entry.size, entry.mtime, entry.digest, key.remote_path)
         if is_local(ctx.fs_local):
-            await remote.upload_distribution(key, target, callback)
+            await remote.upload_distribution(key, target, callback, journal)
         else:  # streamed from the filesystem's own reader: no scratch copy
             source = await _run(ctx, ctx.fs_local.open, target, "rb")
             try:
-                await remote.upload_distribution(key, source, callback)
+                await remote.upload_distribution(key, source, callback, journal)
             finally:
                 await _run(ctx, source.close)
         # What was scanned (and hashed) is what was sent; a later edit changes mtime and is sent next pass.
-        entry = ctx.local[action.path]
         return action.path, entry.size, entry.mtime, entry.digest
     if action.backup:
         await _backup(ctx, action.path)

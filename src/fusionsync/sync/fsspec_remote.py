@@ -22,6 +22,7 @@ from fusionsync.catalog.layout import DistKey
 from fusionsync.catalog.listing import RemoteDistribution, format_time, parse_changes
 from fusionsync.client.sink import FsspecSink
 from fusionsync.client.transfer import Progress, temp_path_for, temp_token
+from fusionsync.client.upload import UploadJournal
 from fusionsync.errors import APIError, ChecksumError
 from fusionsync.sync.scan import info_mtime
 
@@ -132,7 +133,10 @@ class FsspecRemote:
             sink.discard()
             raise
 
-    async def upload_distribution(self, key: DistKey, source: str | IO[bytes], progress: Progress) -> None:
+    async def upload_distribution(
+        self, key: DistKey, source: str | IO[bytes], progress: Progress, journal: UploadJournal | None = None
+    ) -> None:
+        """(An fsspec filesystem has no multipart operations to resume: ``journal`` is not used.)"""
         await self._call(self._upload, key, source, self._reporter(progress))
 
     def _upload(self, key: DistKey, source: str | IO[bytes], report: Callable[[int], None]) -> None:

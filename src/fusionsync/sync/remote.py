@@ -23,9 +23,10 @@ from fusionsync.catalog.listing import RemoteDistribution
 from fusionsync.client import FusionFileSystem
 from fusionsync.client.events import ChangeEvent
 from fusionsync.client.transfer import Progress
+from fusionsync.client.upload import UploadJournal
 from fusionsync.errors import UsageError
 
-__all__ = ["Progress", "Remote", "RemoteDistribution", "open_remote"]
+__all__ = ["Progress", "Remote", "RemoteDistribution", "UploadJournal", "open_remote"]
 
 
 class Remote(Protocol):
@@ -60,8 +61,11 @@ class Remote(Protocol):
         """Download into ``path`` of any fsspec filesystem ``fs``: streamed into its own writer
         (progress counts what it took), verified before it is moved into place."""
 
-    async def upload_distribution(self, key: DistKey, source: str | IO[bytes], progress: Progress) -> None:
-        """Upload a local file (a path) or an open binary file; the catalog verifies the digest."""
+    async def upload_distribution(
+        self, key: DistKey, source: str | IO[bytes], progress: Progress, journal: UploadJournal | None = None
+    ) -> None:
+        """Upload a local file (a path) or an open binary file; the catalog verifies the digest. With a
+        ``journal``, a multipart upload interrupted in an earlier pass continues where it stopped."""
 
     async def delete_distribution(self, key: DistKey) -> None:
         """Delete a distribution."""

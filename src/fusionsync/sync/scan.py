@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from fusionsync.catalog.digest import FusionHasher
-from fusionsync.catalog.layout import TEMP_MARK, DistKey
+from fusionsync.catalog.layout import TEMP_MARK, DistKey, is_partial
 from fusionsync.catalog.listing import parse_time
+from fusionsync.client.partial import KEEP_SECONDS
 from fusionsync.sync.cache import CachedFile, HashCache
 from fusionsync.sync.plan import LocalEntry
 from fusionsync.sync.problems import local_failure
@@ -189,7 +191,9 @@ async def scan_local(
 
     ``key_of`` maps a relative path to its distribution (a sentence: the file is skipped with that
     warning; None: left out silently), once ``before_keys`` (when given) has seen the files the
-    walk found. Stale temporaries of an interrupted transfer are removed. A file or folder that
+    walk found. Stale temporaries of an interrupted transfer are removed, but not the partial of an
+    interrupted download (and its record) younger than a week: the next download of it continues
+    from there (:mod:`fusionsync.client.partial`). A file or folder that
     cannot be read is listed in ``unreadable`` (the pass reports it failed and leaves its
     distribution alone); a file that vanished since the walk is left out. ``rehash`` hashes every
     file again (finding content that changed while its size and modification time did not).
@@ -202,9 +206,12 @@ async def scan_local(
         await before_keys(files)
     cached = cache.load()
     todo: list[tuple[LocalFile, DistKey]] = []
+    keep_since = time.time() - KEEP_SECONDS
     for f in files:
         name = f.path.rsplit("/", 1)[-1]
         if TEMP_MARK in name:
+            if is_partial(name) and f.mtime > keep_since:
+                continue
             try:
                 await loop.run_in_executor(pool, fs.rm_file, join(root, f.path))
             except FileNotFoundError:
