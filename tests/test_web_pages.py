@@ -12,6 +12,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trustme
 
 from tests.helpers import RunningServer, start_server
@@ -201,3 +202,25 @@ def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
         assert fetch(server, "POST", "/session/token", headers=plain).status == 403
     finally:
         server.stop()
+
+
+@pytest.mark.scaled
+def test_pages_read_either_store(server: RunningServer) -> None:
+    """The pages' queries (pages by key, search in the metadata's JSON, totals) on SQLite and on PostgreSQL."""
+    server.create_dataset("cat", "A_ONE", title="First", description="Has the Needle inside")
+    server.create_dataset("cat", "B_TWO", title="needle in the title")
+    server.create_dataset("cat", "C_THREE", title="Third", description="nothing here")
+    for series in ("20240101", "20240103", "20240102"):
+        assert server.upload("cat", "A_ONE", series, "csv", series.encode()).status == 200
+    cookie, _ = sign_in(server)
+    catalog = fetch(server, "GET", "/catalogs/cat", headers={"Cookie": cookie}).text
+    assert re.findall(r'datasets/([A-Z_]+)"', catalog) == ["A_ONE", "B_TWO", "C_THREE"]
+    dataset = fetch(server, "GET", "/catalogs/cat/datasets/A_ONE", headers={"Cookie": cookie}).text
+    assert re.findall(r">(\d{8})</a>", dataset) == ["20240103", "20240102", "20240101"]
+    found = fetch(server, "GET", "/search?q=NEEDLE", headers={"Cookie": cookie}).text
+    assert re.findall(r'datasets/([A-Z_]+)"', found) == ["A_ONE", "B_TWO"]
+    found = fetch(server, "GET", "/search?q=_T", headers={"Cookie": cookie}).text  # _ is no wildcard
+    assert re.findall(r'datasets/([A-Z_]+)"', found) == ["B_TWO", "C_THREE"]
+    status = fetch(server, "GET", "/status", headers={"Cookie": cookie}).text
+    assert "<strong>24 B</strong><span>storage used</span>" in status
+    assert "<strong>3</strong><span>series members</span>" in status
