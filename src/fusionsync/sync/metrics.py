@@ -17,7 +17,11 @@ PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 90
 
 
 class SyncMetrics:
-    """The counters of one sync, updated after each pass; served by :meth:`serve`."""
+    """The counters of one sync, updated after each pass (give it to ``fsync(metrics=...)``).
+
+    Args:
+        direction: ``"upload"`` or ``"download"``: the ``direction`` label of the files and bytes moved.
+    """
 
     def __init__(self, direction: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -49,7 +53,13 @@ class SyncMetrics:
         self._thread: threading.Thread | None = None
 
     def observe(self, report: SyncReport | None, seconds: float) -> None:
-        """A pass ended with ``report`` (None: it failed as a whole, with an error)."""
+        """Count a pass that ended.
+
+        Args:
+            report: The pass's report; ``None`` when it failed as a whole (an error, such as the server
+                being unreachable).
+            seconds: How long the pass took.
+        """
         self.duration.observe(seconds)
         if report is None:
             self.passes.labels("failed").inc()
@@ -66,7 +76,18 @@ class SyncMetrics:
             self.last_success.set(time.time())
 
     def serve(self, host: str, port: int) -> int:
-        """Answer ``GET /metrics`` on ``host:port`` in a thread; the port (``0`` picks one)."""
+        """Answer ``GET /metrics`` in the Prometheus text format, from a thread of this process.
+
+        Args:
+            host: The address to listen on (``"127.0.0.1"``: this machine only).
+            port: The port; ``0`` picks a free one.
+
+        Returns:
+            The port listened on.
+
+        Raises:
+            UsageError: The address cannot be listened on (the port is taken, for example).
+        """
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
@@ -74,6 +95,7 @@ class SyncMetrics:
         return int(self._server.server_address[1])
 
     def close(self) -> None:
+        """Stop answering (nothing happens when :meth:`serve` was not called)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
