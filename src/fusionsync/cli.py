@@ -172,7 +172,14 @@ def _run_sync(**kw: Any) -> Any:
 @click.option("--checksum", is_flag=True, help="Hash every local file again instead of trusting size and time.")
 @click.option("--no-progress", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report of each pass as one JSON object per line.")
-def sync(no_progress: bool, as_json: bool, **kw: Any) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (passes, files, bytes, failures, conflicts, pass "
+    "duration, last successful pass); 0 picks a free port.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
+def sync(no_progress: bool, as_json: bool, metrics_port: int | None, metrics_host: str, **kw: Any) -> None:
     """Sync Fusion datasets with a local folder, DIRECTION upload or download.
 
     Downloads go to LOCAL_PATH/CATALOG/DATASET/SERIES/DATASET__CATALOG__SERIES.FORMAT; uploads take
@@ -190,10 +197,21 @@ def sync(no_progress: bool, as_json: bool, **kw: Any) -> None:
     def on_pass(report: Any, news: Any) -> None:
         _print_report(report, as_json, news.conflicts, news.warnings)
 
+    metrics = None
     try:
-        report = _run_sync(show_progress=not no_progress and not as_json, on_pass=None if once else on_pass, **kw)
+        if metrics_port is not None:
+            from fusionsync.sync.metrics import SyncMetrics
+
+            metrics = SyncMetrics(kw["direction"])
+            bound = metrics.serve(metrics_host, metrics_port)
+            click.echo(f"metrics at http://{metrics_host}:{bound}/metrics", err=True)
+        show = not no_progress and not as_json
+        report = _run_sync(show_progress=show, on_pass=None if once else on_pass, metrics=metrics, **kw)
     except (FusionSyncError, OSError, KeyboardInterrupt) as exc:
         fail(exc)
+    finally:
+        if metrics is not None:
+            metrics.close()
     if once:
         _print_report(report, as_json, report.conflicts, report.warnings)
     sys.exit(report.exit_code)
@@ -303,7 +321,7 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     default=3600,
     show_default=True,
     type=click.IntRange(1),
-    help="Lifetime of issued tokens, in seconds.",
+    help="Lifetime of issued tokens and of web sign-in sessions, in seconds.",
 )
 @click.option(
     "--max-upload-size",
@@ -367,7 +385,9 @@ def serve(
     tls_key: Path | None,
     log_level: str,
 ) -> None:
-    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/ (https:// with --tls-cert).
+    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/ (https:// with --tls-cert), with a
+    web catalog for people at http://HOST:PORT/ (sign in with a client's id and secret; read-only with
+    --no-auth) and Prometheus metrics at /metrics.
 
     By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
     signing key, the clients and the server's lock (a second server on ROOT refuses to start). Unless

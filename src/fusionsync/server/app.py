@@ -15,7 +15,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from fusionsync import __version__
 from fusionsync.catalog.names import identifier_problem
-from fusionsync.server import events, models, routes_attrs, routes_data, routes_datasets, routes_meta, routes_upload
+from fusionsync.server import (
+    events,
+    metrics,
+    models,
+    routes_attrs,
+    routes_data,
+    routes_datasets,
+    routes_meta,
+    routes_upload,
+)
+from fusionsync.server import web as web_pages
 from fusionsync.server.auth import API, FUSION, bearer
 from fusionsync.server.common import (
     MAX_JSON_BODY,
@@ -165,14 +175,21 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-def make_app(live: State | None = None) -> web.Application:
-    """The application: every route, over the stores of ``live`` (none: only its routes, to look at)."""
-    app = web.Application(middlewares=[guard], client_max_size=MAX_JSON_BODY)
+def make_app(live: State | None = None, shared: metrics.Shared | None = None) -> web.Application:
+    """The application: every route (the API, the web pages, ``/metrics``), over the stores of ``live`` (none:
+    only its routes, to look at); ``shared`` holds the metrics of several worker processes."""
+    stats = metrics.RequestStats()
+    app = web.Application(
+        middlewares=[metrics.measure(stats), guard, web_pages.html_errors], client_max_size=MAX_JSON_BODY
+    )
+    app[metrics.STATS] = stats
     if live is not None:
         app[STATE] = live
     app[OPENAPI] = json.dumps(openapi_document()).encode()
     for table in ROUTES:
         table.register(app)
+    web_pages.register(app)
+    metrics.install(app, shared)
 
     async def end_subscriptions(app: web.Application) -> None:
         if live is not None:
