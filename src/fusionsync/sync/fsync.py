@@ -18,6 +18,7 @@ from fusionsync.sync.report import SyncReport
 from fusionsync.sync.runner import Announcer, OnPass, Runner, run_once, watch
 from fusionsync.sync.scan import is_local
 from fusionsync.sync.sources import LOG_NAME, change_sources
+from fusionsync.sync.spread import spread_over
 
 log = logging.getLogger("fusionsync")
 DEFAULT_N_PAR = 8
@@ -95,6 +96,7 @@ def fsync(
     backup_dir: str | None = None,
     checksum: bool = False,
     on_pass: OnPass | None = None,
+    executor: Any = None,
 ) -> SyncReport:
     """Synchronise a local folder (any fsspec filesystem) with Fusion datasets.
 
@@ -123,7 +125,15 @@ def fsync(
       reported as conflicts. Remote versions changed since the last sync are never overwritten;
     - ``checksum``: hash every local file again instead of trusting size and modification time;
     - ``on_pass(report, news)``: called after each pass that did something, with what it brought
-      that was not reported before (conflicts and warnings are reported once).
+      that was not reported before (conflicts and warnings are reported once);
+    - ``executor``: where the transfers run. None (the default): in this process. A
+      ``concurrent.futures.Executor`` (such as a ``ProcessPoolExecutor``, or a Dask cluster's
+      ``distributed.Client(...).get_executor()``) or a ``distributed.Client``: the plan is made here and
+      its transfers run in batches on the executor's workers, each with its own client (the settings of
+      ``fs_fusion`` and ``fs_local`` are pickled to them), with the same verified, atomic transfers;
+      the report, the hash cache and the progress gather every worker's results. Every worker must
+      reach the server and the local side (on other machines: an ``s3://`` bucket or a shared folder).
+      A batch whose worker dies is run again once, then reported failed; Ctrl+C stops every worker.
     """
     if direction not in ("upload", "download"):
         raise UsageError(f"direction must be 'upload' or 'download', not {direction!r}")
@@ -155,6 +165,7 @@ def fsync(
             allow_delete_all=allow_delete_all,
             backup_dir=os.path.abspath(backup_dir) if backup_dir and is_local(fs_local) else backup_dir,
             rehash=checksum,
+            spread=None if executor is None else spread_over(executor, remote, fs_local),
         )
         from fusionsync.sync.progress import ProgressDisplay
 
