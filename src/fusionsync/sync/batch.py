@@ -102,7 +102,7 @@ def run_batch(settings: bytes, fs_local: Any, batch: Batch) -> BatchResult:
     """Run ``batch`` here (what an executor calls); see the module's description."""
     if threading.current_thread() is threading.main_thread():
         # A process of a local pool shares the terminal's Ctrl+C: the caller stops the batch through its channel.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a pool of the CLI ignores it from the start)
     reporter = Reporter(batch.channel, batch.number) if batch.channel else None
     try:
         if reporter is not None and reporter.stopped:  # the pass was stopped before this batch began

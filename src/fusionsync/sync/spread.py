@@ -17,16 +17,13 @@ a killed worker leaves no partial file at a destination path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import pickle
 import secrets
-from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,7 +41,6 @@ BATCHES_PER_WORKER = 4
 MAX_BATCH_FILES = 10_000
 """More files than this make several batches anyway (what a lost worker makes do again)."""
 ATTEMPTS = 2
-NEEDS_DASK = "a Dask scheduler needs the optional Dask support: pip install 'fusionsync[dask]'"
 
 
 def split(transfers: list[Action], workers: int) -> list[list[Action]]:
@@ -61,7 +57,7 @@ def split(transfers: list[Action], workers: int) -> list[list[Action]]:
     for action in transfers:
         if current:
             full = size + action.size > most_bytes or len(current) >= most_files
-            half = size >= most_bytes / 2 and len(current) >= most_files / 2
+            half = size >= most_bytes / 2 or len(current) >= most_files / 2
             if full or (half and action.key.dataset != current[-1].key.dataset):
                 batches.append(current)
                 current, size = [], 0
@@ -232,15 +228,21 @@ class Hub:
 def spread_over(executor: Any, remote: Remote, fs_local: Any) -> Spread:
     """The :class:`Spread` for what a caller passed as ``executor`` (a ``distributed.Client`` is used
     through its ``get_executor()``); :class:`UsageError` for anything else."""
-    settings = pickle.dumps(remote)
+    try:
+        settings = pickle.dumps(remote)
+        pickle.dumps(fs_local)
+    except Exception as exc:  # what does not pickle cannot reach a worker
+        raise UsageError(f"the filesystems cannot be sent to the executor's workers: {describe(exc)}") from exc
     if _is_dask_client(executor):
-        executor = executor.get_executor(pure=False)
+        executor = executor.get_executor()
     if not isinstance(executor, Executor):
         raise UsageError(
             f"executor must be a concurrent.futures.Executor or a distributed.Client, not {type(executor).__name__}"
         )
     client: Any = getattr(executor, "_client", None)
     if _is_dask_client(client):  # a Dask cluster: its worker threads, and the address it reaches us at
+        # Every submission a task of its own (a batch submitted again is run again, not answered from before).
+        executor = client.get_executor(**{**getattr(executor, "_kwargs", {}), "pure": False})
         workers = sum(client.nthreads().values()) or 1
         return Spread(executor, workers, _address_towards(client.scheduler.address), settings, fs_local)
     workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
@@ -259,31 +261,3 @@ def _address_towards(scheduler: str) -> str:
     from distributed.utils import get_ip
 
     return str(get_ip(host))  # type: ignore[no-untyped-call]
-
-
-@contextlib.contextmanager
-def open_executor(processes: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """The executor of the CLI's ``--processes N`` (local worker processes, made from a clean server
-    process, not forked from this one and its threads) or ``--scheduler ADDRESS`` (a running Dask
-    scheduler); None for neither. Shut down after the block."""
-    if processes and scheduler:
-        raise UsageError("give --processes or --scheduler, not both")
-    if processes:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["fusionsync.sync.batch"])
-        with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            yield pool
-        return
-    if not scheduler:
-        yield None
-        return
-    try:
-        from distributed import Client
-    except ImportError:
-        raise UsageError(NEEDS_DASK) from None
-    try:
-        client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as exc:
-        raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {describe(exc)}") from exc
-    with client:
-        yield client
