@@ -235,12 +235,10 @@ def test_ctrl_c_to_the_process_group_stops_every_worker_cleanly(server: RunningS
             took = time.monotonic() - sent
         finally:
             proc.kill()
-        in_flight = proxy.seen.in_flight
     report = json.loads(out)
     assert proc.returncode == 130 and report["interrupted"] and report["interrupted_by"] == "SIGINT", err
     assert "Traceback" not in err
     assert took < 5, f"the workers' transfers were not cancelled ({took:.1f} s)"  # 40 x 0.5 s / 4 at once
-    assert in_flight == 0
     got = local_files(root)
     assert 2 <= len(got) < len(expected) and all(data == expected[rel] for rel, data in got.items())
     assert no_temporaries(root)  # cancelled downloads removed their temporaries
