@@ -261,3 +261,24 @@ def test_scheduler_without_dask_installed_is_one_sentence(tmp_path: Path) -> Non
         "fusionsync: error: --scheduler needs the optional Dask support, which is not installed: "
         "pip install 'fusionsync[dask]'\n"
     )
+
+
+def test_any_executor_runs_the_batches_and_anything_else_is_refused(server: RunningServer, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fusionsync import fsync
+    from fusionsync.errors import UsageError
+    from tests.sync_fixtures import local_fs
+
+    keys = seed(server, "cat", LAYOUT, size=3000)
+    fs = FusionFileSystem(credentials=str(server.credentials_file))
+    root = tmp_path / "mirror"
+    args = dict(catalog="cat", datasets=["A", "B"], direction="download", local_path=str(root), once=True,
+                log_path=str(tmp_path), show_progress=False)  # fmt: skip
+    with ThreadPoolExecutor(3) as threads:
+        report = fsync(fs, local_fs(), executor=threads, **args)  # type: ignore[arg-type]
+    assert report.ok and sorted(report.transferred) == sorted(local_relative_path(k) for k in keys)
+    assert in_place(root) == {local_relative_path(k): payload(k, 3000) for k in keys}
+    with pytest.raises(UsageError) as refused:
+        fsync(fs, local_fs(), executor=4, **args)  # type: ignore[arg-type]
+    assert str(refused.value) == "executor must be a concurrent.futures.Executor or a distributed.Client, not int"

@@ -125,9 +125,9 @@ class Spread:
                     if future is stopper:
                         continue
                     batch, attempt = running.pop(future)
-                    exc = future.exception()
+                    exc = asyncio.CancelledError("cancelled") if future.cancelled() else future.exception()
                     if exc is None:
-                        self._merge(future.result(), batch, ctx, report, hub)
+                        self._merge(future.result(), batch, ctx, report, hub, stop.is_set())
                     elif attempt < ATTEMPTS and not stop.is_set():
                         log.warning("batch %d: %s; submitting it again", batch.number, describe(exc))
                         hub.finish(batch.number, 0, 0, 0)
@@ -142,12 +142,18 @@ class Spread:
         report.interrupted = stop.is_set()
 
     @staticmethod
-    def _merge(result: BatchResult, batch: Batch, ctx: Context, report: SyncReport, hub: Hub) -> None:
+    def _merge(result: BatchResult, batch: Batch, ctx: Context, report: SyncReport, hub: Hub, stopping: bool) -> None:
         sizes = {a.path: a.size for a in batch.actions}
         done = [row[0] for row in result.synced]
         report.transferred.extend(done)
         report.bytes += sum(sizes[path] for path in done)
         report.failed.extend(result.failed)
+        if result.interrupted and not stopping:  # it lost touch with us and stopped: what it left is failed
+            accounted = {*done, *(f.path for f in result.failed)}
+            reason = (
+                "not transferred: its worker lost touch with this process and stopped; the next pass tries it again"
+            )
+            report.failed.extend(Failure(a.path, reason) for a in batch.actions if a.path not in accounted)
         report.backups.extend(result.backups)
         ctx.cache.mark_synced(result.synced)
         if batch.direction == "upload":
