@@ -169,6 +169,17 @@ def is_download(method: str, path: str) -> bool:
     return method == "GET" and "/distributions/" in path
 
 
+def start_through(
+    proxy: Proxy, server: RunningServer, tmp_path: Path, root: Path, *extra: str, start_new_session: bool = False
+) -> subprocess.Popen[str]:
+    """``sync download --processes 2`` of datasets A and B, started through ``proxy``."""
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps(server.credentials() | {"root_url": proxy.base + "/api/v1/"}))
+    args = cli_args(server, creds, root, "--processes", "2", *extra)
+    pipe = subprocess.PIPE
+    return subprocess.Popen(args, stdout=pipe, stderr=pipe, text=True, start_new_session=start_new_session)
+
+
 def test_processes_end_to_end_down_and_up_through_the_cli(server: RunningServer, tmp_path: Path) -> None:
     keys = seed(server, "cat", LAYOUT, size=3000)
     root = tmp_path / "mirror"
@@ -195,10 +206,7 @@ def test_a_worker_killed_mid_sync_loses_nothing(server: RunningServer, tmp_path:
     expected = {local_relative_path(k): payload(k, 3000) for k in keys}
     root = tmp_path / "mirror"
     with Proxy(server.base, is_download, delay=0.1) as proxy:
-        creds = tmp_path / "creds.json"
-        creds.write_text(json.dumps(server.credentials() | {"root_url": proxy.base + "/api/v1/"}))
-        args = cli_args(server, creds, root, "--processes", "2", "--n-par", "2")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = start_through(proxy, server, tmp_path, root, "--n-par", "2")
         try:
             wait_for(lambda: len(in_place(root)) >= 4, "the first files")
             workers = [pid for pid, parent in descendants(proc.pid).items() if parent != proc.pid]
@@ -221,12 +229,9 @@ def test_ctrl_c_to_the_process_group_stops_every_worker_cleanly(server: RunningS
     keys = seed(server, "cat", LAYOUT, size=3000)
     expected = {local_relative_path(k): payload(k, 3000) for k in keys}
     root = tmp_path / "mirror"
-    with Proxy(server.base, is_download, delay=0.5) as proxy:
-        creds = tmp_path / "creds.json"
-        creds.write_text(json.dumps(server.credentials() | {"root_url": proxy.base + "/api/v1/"}))
+    with Proxy(server.base, is_download, delay=1.0) as proxy:
         # Its own process group, as a terminal's: Ctrl+C reaches the command and its worker processes.
-        args = cli_args(server, creds, root, "--processes", "2", "--n-par", "2")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = start_through(proxy, server, tmp_path, root, "--n-par", "1", start_new_session=True)
         try:
             wait_for(lambda: len(in_place(root)) >= 2, "the first files")
             os.killpg(proc.pid, signal.SIGINT)
@@ -238,7 +243,7 @@ def test_ctrl_c_to_the_process_group_stops_every_worker_cleanly(server: RunningS
     report = json.loads(out)
     assert proc.returncode == 130 and report["interrupted"] and report["interrupted_by"] == "SIGINT", err
     assert "Traceback" not in err
-    assert took < 5, f"the workers' transfers were not cancelled ({took:.1f} s)"  # 40 x 0.5 s / 4 at once
+    assert took < 8, f"the workers' transfers were not cancelled ({took:.1f} s)"  # 40 x 1 s, 2 at once
     got = local_files(root)
     assert 2 <= len(got) < len(expected) and all(data == expected[rel] for rel, data in got.items())
     assert no_temporaries(root)  # cancelled downloads removed their temporaries
