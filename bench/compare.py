@@ -1,7 +1,7 @@
 """fusionsync against the official SDK's fsync and against the machine's limit, workload by workload.
 
 Run: ``.venv/bin/python -m bench.compare [--scale 1.0] [--runs 3] [--only P1,P2] [--sdk-timeout 600]``.
-P2 and P6 also run the contenders ``ours-p1``, ``ours-p2`` (transfers in 1 or 2 worker processes) and
+P1, P2 and P6 also run the contenders ``ours-p1``, ``ours-p2`` (transfers in 1 or 2 worker processes) and
 ``ours-dask2`` (a 2-worker Dask LocalCluster). ``--variant NAME=CHECKOUT`` (repeatable) adds a contender
 ``ours@NAME``: fusionsync from another checkout's ``src``, run in turn with the others on the same server
 and data (before/after comparisons on a noisy machine); ``--contenders`` picks which run.
@@ -254,7 +254,8 @@ def bulk_workload(b: Bench, name: str, direction: str, count: int, size: int) ->
             for i, k in enumerate(keys)
         ]
         limit = lambda i: (b.curl_download(urls, parallel=count), 0.0)  # noqa: E731
-        b.measure(row, {**b.ours(run), "sdk": run("sdk"), "limit": limit})
+        spread = b.spread(run) if name == "P1" else {}  # per-worker throughput for big files (bench/README.md)
+        b.measure(row, {**b.ours(run), **spread, "sdk": run("sdk"), "limit": limit})
     else:
 
         def run_up(contender: str) -> Callable[[int], tuple[float, float]]:
