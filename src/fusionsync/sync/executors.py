@@ -25,9 +25,15 @@ def ignore_interrupts() -> None:
 
 
 class LocalProcesses(Executor):
-    """``n`` worker processes of this machine, started from a clean server process (not forked from the
-    caller and its threads), ignoring Ctrl+C. When one dies, its pool is broken for good: the next
-    submission starts a new pool, so the batches it lost can run again."""
+    """Worker processes of this machine for ``fsync(executor=...)``: what ``--processes N`` uses.
+
+    They are forked from a clean server process (not from the caller and its threads) and ignore Ctrl+C (the
+    caller stops their batches). A process that dies breaks a ``ProcessPoolExecutor`` for good; here the
+    next submission starts a new pool, so the batches it lost can run again.
+
+    Args:
+        n: How many worker processes.
+    """
 
     def __init__(self, n: int) -> None:
         self._max_workers = n
@@ -40,6 +46,7 @@ class LocalProcesses(Executor):
         return ProcessPoolExecutor(self._max_workers, mp_context=context, initializer=ignore_interrupts)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in a worker process (in a new pool if a dead process broke the last)."""
         with self._lock:
             try:
                 return self._pool.submit(fn, *args, **kwargs)
@@ -49,13 +56,25 @@ class LocalProcesses(Executor):
                 return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the worker processes (after their work, with ``wait``)."""
         self._pool.shutdown(wait, cancel_futures=cancel_futures)
 
 
 @contextlib.contextmanager
 def open_executor(processes: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """The executor of ``--processes N`` or ``--scheduler ADDRESS`` (a ``distributed.Client``); None for
-    neither. Shut down (or disconnected) after the block."""
+    """The executor of the command's ``--processes N`` or ``--scheduler ADDRESS``, shut down (or disconnected)
+    after the block.
+
+    Args:
+        processes: How many local worker processes (a :class:`LocalProcesses`).
+        scheduler: The address of a running Dask scheduler (a ``distributed.Client`` of it).
+
+    Returns:
+        A context manager giving the executor, or None when neither is given.
+
+    Raises:
+        UsageError: Both are given, the Dask extra is not installed, or the scheduler cannot be reached.
+    """
     if processes and scheduler:
         raise UsageError("give --processes or --scheduler, not both")
     if processes:
