@@ -147,18 +147,19 @@ class Spread:
         done = [row[0] for row in result.synced]
         report.transferred.extend(done)
         report.bytes += sum(sizes[path] for path in done)
-        report.failed.extend(result.failed)
+        failed = list(result.failed)
         if result.interrupted and not stopping:  # it lost touch with us and stopped: what it left is failed
-            accounted = {*done, *(f.path for f in result.failed)}
+            accounted = {*done, *(f.path for f in failed)}
             reason = (
                 "not transferred: its worker lost touch with this process and stopped; the next pass tries it again"
             )
-            report.failed.extend(Failure(a.path, reason) for a in batch.actions if a.path not in accounted)
+            failed.extend(Failure(a.path, reason) for a in batch.actions if a.path not in accounted)
+        report.failed.extend(failed)
         report.backups.extend(result.backups)
         ctx.cache.mark_synced(result.synced)
         if batch.direction == "upload":
             ctx.cache.set_uploads(batch.journaled, result.uploads)
-        hub.finish(batch.number, sum(sizes[path] for path in done), len(done), len(result.failed))
+        hub.finish(batch.number, sum(sizes[path] for path in done), len(done), len(failed))
 
 
 class Hub:
