@@ -105,3 +105,30 @@ def test_a_dead_worker_s_batches_run_on_another(server: RunningServer, dask_clie
     assert final == expected
     dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts it, for the module's other tests
     assert pids[0] not in dask_client.run(os.getpid).values()  # it did die, during the pass
+
+
+def test_the_command_runs_its_transfers_on_a_scheduler(server: RunningServer, dask_client: Any, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    keys = seed(server, "cat", {"A": {f"2024010{i}": ["csv"] for i in range(1, 7)}}, size=3000)
+    root = tmp_path / "mirror"
+    done = subprocess.run(
+        [sys.executable, "-m", "fusionsync", "sync", "download", "--local-path", str(root), "--catalog", "cat",
+         "--dataset", "A", "--credentials", str(server.credentials_file), "--log-path", str(tmp_path), "--once",
+         "--json", "--scheduler", dask_client.scheduler.address],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["ok"], done.stderr
+    assert sorted(report["transferred"]) == sorted(local_relative_path(k) for k in keys)
+    assert local_files(root) == {local_relative_path(k): payload(k, 3000) for k in keys}
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "fusionsync", "sync", "download", "--local-path", str(root), "--catalog", "cat",
+         "--dataset", "A", "--credentials", str(server.credentials_file), "--once", "--scheduler", "tcp://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.startswith("fusionsync: error: cannot reach the Dask scheduler at tcp://127.0.0.1:9: ")
+    assert unreachable.stderr.count("\n") == 1
