@@ -30,7 +30,8 @@ def no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
 async def collect(server: RunningServer, count: int, act: Any, last_event_id: str | None = None) -> list[ChangeEvent]:
     """Subscribe, run ``act`` (in a thread) once subscribed, and return the first ``count`` events."""
     async with FusionFileSystem(credentials=str(server.credentials_file), asynchronous=True) as fs:
-        stream = fs.events("cat", last_event_id)
+        subscribed = asyncio.Event()
+        stream = fs.events("cat", last_event_id, on_connect=subscribed.set)
         got: list[ChangeEvent] = []
 
         async def read() -> None:
@@ -40,7 +41,7 @@ async def collect(server: RunningServer, count: int, act: Any, last_event_id: st
                     return
 
         reader = asyncio.create_task(read())
-        await asyncio.sleep(0.3)  # subscribed by then (a local server answers in milliseconds)
+        await asyncio.wait_for(subscribed.wait(), 10)  # not a fixed pause: a loaded machine may take longer
         await asyncio.to_thread(act)
         await asyncio.wait_for(reader, 10)
         return got

@@ -191,8 +191,8 @@ def _run_sync(processes: int | None = None, scheduler: str | None = None, **kw: 
 def sync(no_progress: bool, as_json: bool, **kw: Any) -> None:
     """Sync Fusion datasets with a local folder, DIRECTION upload or download.
 
-    Downloads go to LOCAL_PATH/{catalog}/{dataset}/{series}/{dataset}__{catalog}__{series}.{format};
-    uploads take every conforming file under LOCAL_PATH/{catalog}/{dataset}/. Without --once, passes
+    Downloads go to LOCAL_PATH/CATALOG/DATASET/SERIES/DATASET__CATALOG__SERIES.FORMAT; uploads take
+    every conforming file under LOCAL_PATH/CATALOG/DATASET/. Without --once, passes
     repeat until Ctrl+C or SIGTERM, and each pass that did something prints one line (or one JSON
     object with --json); a conflict is reported once. A download wakes up within a second of a change
     on the server (its change events), an upload within a second of a change under the dataset

@@ -31,44 +31,50 @@ EXIT_CODES: dict[int, str] = {
 
 
 class FusionSyncError(Exception):
-    """Base of every error fusionsync raises on purpose."""
+    """Base of every error fusionsync raises on purpose; its message is one sentence for users.
+
+    Attributes:
+        retryable: Whether trying again later may succeed (a lost connection), or not (a refusal).
+        exit_code: The ``fusionsync`` command's exit status for this error (1 unless a subclass says).
+    """
 
     retryable: bool = False
     exit_code: int = EXIT_FAILED
 
 
 class UsageError(FusionSyncError):
-    """The call itself is wrong (bad option, bad path, bad identifier)."""
+    """The call itself is wrong (bad option, bad path, bad identifier); exit status 2."""
 
     exit_code = EXIT_USAGE
 
 
 class CredentialsError(FusionSyncError):
-    """Credentials are missing, malformed or refused."""
+    """Credentials are missing, malformed or refused by the token endpoint; exit status 3."""
 
     exit_code = EXIT_AUTH
 
 
 class AuthError(FusionSyncError):
-    """The server refused our token (HTTP 401/403)."""
+    """The server refused our token (HTTP 401/403); exit status 3."""
 
     exit_code = EXIT_AUTH
 
 
 class LockedError(FusionSyncError):
-    """Another sync is running on the same local folder."""
+    """Another sync is running on the same local folder; exit status 4."""
 
     exit_code = EXIT_LOCKED
 
 
 class DeleteRefused(FusionSyncError):
-    """A pass would delete more than it was allowed to; nothing was done."""
+    """A pass would delete more than it was allowed to (``max_delete``, ``allow_delete_all``); nothing was
+    done; exit status 5."""
 
     exit_code = EXIT_DELETE_REFUSED
 
 
 class NotFoundError(FusionSyncError, FileNotFoundError):
-    """A catalog, dataset, series member or distribution does not exist (HTTP 404).
+    """A catalog, dataset, series member or distribution does not exist (HTTP 404); exit status 1.
 
     Also a ``FileNotFoundError``, which is what fsspec (``isdir``, ``exists``, ``find``…) expects.
     """
@@ -78,16 +84,24 @@ class NotFoundError(FusionSyncError, FileNotFoundError):
 
 
 class APIError(FusionSyncError):
-    """The server answered with an error, or with something that is not the API's shape."""
+    """The server answered with an error, or with something that is not the API's shape; exit status 1."""
 
     def __init__(self, message: str, status: int | None = None, retryable: bool = False) -> None:
+        """An error of the server's answer.
+
+        Args:
+            message: What went wrong, one sentence naming the object asked for.
+            status: The HTTP status of the answer (kept as ``self.status``). Default (``None``): the
+                answer had the wrong shape, or there was none.
+            retryable: Whether the same request may succeed later (a 429 or 5xx). Default: ``False``.
+        """
         super().__init__(message)
         self.status = status
         self.retryable = retryable
 
 
 class TransferError(FusionSyncError):
-    """A download or upload did not complete (connection lost, too many retries)."""
+    """A download or upload did not complete (connection lost, too many retries); retryable, exit status 1."""
 
     retryable = True
 

@@ -45,27 +45,19 @@ def is_distribution(path: str) -> bool:
 
 
 class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
-    """The Fusion catalog as a filesystem: list, read, download and upload distributions.
+    """The Fusion catalog as an fsspec filesystem (protocol ``fusion``): list, read, download, upload.
 
-    ``credentials``: a ``client_credentials.json`` path, a dict of its fields, or credentials
-    objects (ours or the SDK's). ``root_url`` overrides the file's (for a self-hosted server).
-    ``max_ranges`` bounds the parallel range requests of one download, ``max_parts`` the upload
-    parts in flight across all uploads (each holds 1 MiB of a local file, 5 MiB of a remote one);
-    ``retries`` and ``read_timeout`` (seconds without a byte) apply to every request. Created with
-    ``asynchronous=True`` (inside a running loop), close it with ``await fs._close()`` or use it as
-    ``async with``.
+    Paths are the SDK's, relative to ``{root_url}catalogs/``: ``common``, ``common/datasets``,
+    ``common/datasets/D/datasetseries/20240101/distributions/csv``. A distribution is a file (``get``
+    downloads it verified and atomically, ``put`` uploads it with its digests, ``open`` reads it with
+    ranged requests); everything else is a folder whose children are its ``resources``. It is also
+    ``fsspec.filesystem("fusion", credentials=...)``.
 
-    Networks: proxies come from the credentials file's ``proxies`` or else from ``HTTPS_PROXY`` /
-    ``HTTP_PROXY`` (``NO_PROXY`` respected); certificates are verified against ``ca_bundle``, else
-    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / ``SSL_CERT_FILE``, else the system's authorities
-    (see :mod:`fusionsync.client.net`). ``fast_path=False`` (or ``FUSIONSYNC_FAST_PATH=0``) sends
-    small downloads through aiohttp too instead of lean keep-alive connections.
-
-    Besides the fsspec interface, it is the remote side of a sync
-    (:class:`fusionsync.sync.remote.Remote`): ``list_distributions``, ``list_product_datasets``,
-    ``dataset_is_raw``, ``download_distribution``, ``stream_distribution``,
-    ``upload_distribution`` and ``delete_distribution`` are coroutines on ``fs.loop``, and ``events``
-    gives the change events a continuous sync wakes up on.
+    Besides the fsspec interface, it is the remote side of a sync (a [`Remote`][fusionsync.Remote]):
+    its coroutines below run on ``fs.loop``, and ``changes``, ``product_datasets`` and ``is_raw`` are
+    synchronous forms of ``list_distributions``, ``list_product_datasets`` and ``dataset_is_raw`` for
+    scripts. Created with ``asynchronous=True`` (inside a running loop), close it with
+    ``await fs._close()`` or use it as ``async with``.
     """
 
     protocol = "fusion"
@@ -86,6 +78,33 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         fast_path: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        """Connect to a Fusion catalog (the first request authenticates).
+
+        Args:
+            credentials: A ``client_credentials.json`` path (the SDK's format: ``client_id``,
+                ``client_secret``, ``auth_url``, ``root_url``, ``proxies``…), a dict of its fields, or
+                a credentials object (ours or the SDK's ``FusionCredentials``). Default:
+                ``"config/client_credentials.json"``, the SDK's.
+            root_url: The API root, such as ``"http://127.0.0.1:8765/api/v1/"``. Default (``None``):
+                the credentials' ``root_url``, else the Fusion service's.
+            range_size: Bytes per range request of a download. Default: 16 MiB.
+            max_ranges: Range requests of one download in flight at once. Default: 8.
+            max_parts: Upload parts in flight across all uploads (each holds 1 MiB of a local file,
+                5 MiB of a remote one). Default: 8.
+            retries: Retries of a request after a lost connection, a 429 or a 5xx answer, with
+                exponential backoff (``Retry-After`` respected). Default: 5.
+            read_timeout: Seconds without a byte before a request is abandoned (and retried).
+                Default: 120.
+            ca_bundle: Certificate authorities (a PEM file or folder) to verify the server with, such
+                as a TLS-inspecting proxy's. Default (``None``): ``REQUESTS_CA_BUNDLE``,
+                ``CURL_CA_BUNDLE`` or ``SSL_CERT_FILE``, else the system's. Proxies come from the
+                credentials' ``proxies``, else ``HTTPS_PROXY``/``HTTP_PROXY`` (``NO_PROXY``
+                respected).
+            fast_path: Send small downloads on lean keep-alive connections (``False``: everything
+                through aiohttp). Default (``None``): on, unless ``FUSIONSYNC_FAST_PATH=0``.
+            **kwargs: fsspec's options of an async filesystem, such as ``asynchronous=True`` and
+                ``loop``.
+        """
         super().__init__(**kwargs)
         creds: Credentials = load_credentials(credentials)
         root = root_url or creds.root_url or DEFAULT_ROOT_URL
@@ -302,6 +321,7 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         await self._put_file(source, key.remote_path, callback=progress, journal=journal)
 
     async def delete_distribution(self, key: DistKey) -> None:
+        """Delete a distribution."""
         await self._rm_file(key.remote_path)
 
     def events(

@@ -98,42 +98,96 @@ def fsync(
     on_pass: OnPass | None = None,
     executor: Any = None,
 ) -> SyncReport:
-    """Synchronise a local folder (any fsspec filesystem) with Fusion datasets.
+    """Synchronise a local folder (or any fsspec filesystem) with datasets of a Fusion catalog.
 
-    The parameters and defaults are the official SDK's ``fsync``: files are named
-    ``{dataset}__{catalog}__{series}.{format}`` under ``{local_path}{catalog}/{dataset}/{series}/``
-    (``flatten=True`` drops the series folder); ``products`` are expanded into their datasets;
-    ``catalog`` defaults to ``common``; the log goes to ``{log_path}/fusion_fsync.log``.
-    ``fs_fusion`` is our :class:`~fusionsync.FusionFileSystem`, the SDK's own filesystem
-    (``fusion.Fusion(...).get_fusion_filesystem()``) or any fsspec filesystem serving the catalog's
-    paths. ``n_par`` transfers run at once (default 8). Keyword-only extras:
+    The official SDK's ``fsync`` with the same parameters and defaults, layout and log file: a
+    distribution is the local file
+    ``{local_path}{catalog}/{dataset}/{series}/{dataset}__{catalog}__{series}.{format}``, and the log
+    goes to ``{log_path}/fusion_fsync.log``. The keyword-only parameters after ``log_path`` are added.
+    Nothing changed on either side since the last sync is overwritten: see [Syncing][conflicts] for
+    conflicts, backups and deletes.
 
-    - ``once``: run one pass. Otherwise passes repeat until Ctrl+C or SIGTERM: a download wakes up
-      within a second of a change to a selected dataset (the catalog's change events), an upload
-      within a second of a change under the selected dataset folders (file events), and a pass runs
-      every ``interval`` seconds in any case as a safety net (the only wake-up where the server has no
-      change events or the local side is not a local folder, or with ``poll=True``). Returns the
-      :class:`SyncReport` of the last pass, marked ``interrupted`` when a signal stopped it (an empty
-      one when the signal came between passes);
-    - ``dry_run``: plan only, transfer nothing (the report lists what would be done);
-    - ``delete``: mirror, removing at the destination what the source no longer has, after all
-      transfers of the pass succeeded; ``max_delete`` refuses a pass that would delete more. A pass
-      that would delete every distribution of a dataset is refused unless ``allow_delete_all`` (or a
-      ``max_delete`` that covers it) is given;
-    - ``backup_dir``: local files that would be overwritten or deleted although changed since the
-      last sync are moved there first (never over an earlier backup); without it they are kept and
-      reported as conflicts. Remote versions changed since the last sync are never overwritten;
-    - ``checksum``: hash every local file again instead of trusting size and modification time;
-    - ``on_pass(report, news)``: called after each pass that did something, with what it brought
-      that was not reported before (conflicts and warnings are reported once);
-    - ``executor``: where the transfers run. None (the default): in this process. A
-      ``concurrent.futures.Executor`` (such as a ``ProcessPoolExecutor``, or a Dask cluster's
-      ``distributed.Client(...).get_executor()``) or a ``distributed.Client``: the plan is made here and
-      its transfers run in batches on the executor's workers, each with its own client (the settings of
-      ``fs_fusion`` and ``fs_local`` are pickled to them), with the same verified, atomic transfers;
-      the report, the hash cache and the progress gather every worker's results. Every worker must
-      reach the server and the local side (on other machines: an ``s3://`` bucket or a shared folder).
-      A batch whose worker dies is run again once, then reported failed; Ctrl+C stops every worker.
+    Without ``once=True``, passes repeat until Ctrl+C or SIGTERM: a download wakes up within a second
+    of a change to a selected dataset (the catalog's change events), an upload within a second of a
+    change under the selected dataset folders (file events), and a full pass runs every ``interval``
+    seconds in any case (the only wake-up where the server has no change events, the local side is
+    not a local folder, or with ``poll=True``). A pass that failed as a whole (the server unreachable)
+    is retried with exponential backoff, up to 5 minutes apart.
+
+    Args:
+        fs_fusion: The catalog: a [`FusionFileSystem`][fusionsync.FusionFileSystem]; the SDK's own
+            filesystem (``fusion.Fusion(...).get_fusion_filesystem()``), whose root URL, credentials
+            and proxies then drive a `FusionFileSystem`; or any fsspec filesystem that serves the
+            catalog's paths (read through fsspec's generic interface: digests are computed by reading,
+            and a continuous sync polls it).
+        fs_local: The fsspec filesystem of the local side, such as ``fsspec.filesystem("file")`` or
+            an ``s3fs`` filesystem; not a Fusion filesystem.
+        products: Products whose datasets to sync, looked up when the sync starts. Default: none.
+            At least one product or dataset must be given.
+        datasets: Datasets to sync (with those of ``products``). Default: none.
+        catalog: The catalog. Default (``None``): ``"common"``.
+        direction: ``"upload"`` (local files to the catalog, the default) or ``"download"``.
+        flatten: Leave out the series folder: ``{local_path}{catalog}/{dataset}/{file}``.
+            Default: ``False``.
+        dataset_format: Only distributions of this format (``"csv"``, ``"parquet"``…). Default
+            (``None``): every format.
+        n_par: File transfers at once. Default (``None``): 8.
+        show_progress: Show a progress display on stderr (bytes, speed, files; plain lines every
+            5 s when stderr is not a terminal). Default: ``True``; a dry run shows none.
+        local_path: The local root, prefixed to ``{catalog}/…``: a folder (relative to the current
+            folder) or a path of ``fs_local`` (``"bucket/mirror/"``). Default: ``""``, the current
+            folder. A download makes the root if it is missing, but not the folders above it; an
+            upload needs it to exist.
+        log_level: Level of the log file. Default: ``logging.ERROR``.
+        log_path: Folder of the log file ``fusion_fsync.log``. Default: ``"."``.
+        once: Run one pass and return. Default: ``False`` (passes until Ctrl+C or SIGTERM).
+        interval: Seconds between full passes in continuous mode (the safety net; changes wake a
+            pass sooner). Default: ``10.0``, the SDK's pause.
+        poll: Continuous mode without change events or file watching: a pass every ``interval``
+            only (for debugging). Default: ``False``.
+        dry_run: Plan only, transfer nothing: the report's ``plan_lines`` list what would be done.
+            Default: ``False``.
+        delete: Mirror: delete at the destination what the source no longer has, after every
+            transfer of the pass succeeded. Default: ``False``.
+        max_delete: With ``delete``, refuse (``DeleteRefused``, nothing done) a pass that would
+            delete more files than this. Default (``None``): no limit, but see ``allow_delete_all``.
+        allow_delete_all: With ``delete``, allow a pass to delete every distribution of a dataset
+            (refused otherwise, unless ``max_delete`` covers it: an empty or mistyped source).
+            Default: ``False``.
+        backup_dir: A folder into which a download moves local files changed since the last sync
+            before replacing or deleting them (never over an earlier backup: ``name.1``,
+            ``name.2``…). Default (``None``): such files are kept and reported as conflicts.
+        checksum: Hash every local file again instead of trusting its size and modification time
+            (finds content that changed while those did not). Default: ``False``.
+        on_pass: Called as ``on_pass(report, news)`` after each pass that did something
+            (transferred, deleted, failed, backed up, was interrupted, or found a new conflict or
+            warning): its report, and in ``news.conflicts`` and ``news.warnings`` those that no
+            earlier pass reported. Default: ``None``.
+        executor: Where the transfers run. Default (``None``): in this process. A
+            ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor``, a Dask cluster's
+            ``distributed.Client(...).get_executor()``) or a ``distributed.Client``: the plan is made
+            here and its transfers run in batches (by dataset and bytes) on the executor's workers,
+            each with its own client from the pickled settings of ``fs_fusion`` and ``fs_local``, with
+            the same verified, atomic transfers; one report, the hash cache and the progress gather
+            every worker's results. Every worker must reach the server and the local side (on other
+            machines: an ``s3://`` bucket or a shared folder). A batch whose worker dies runs again
+            once, then its files are reported failed; Ctrl+C stops every worker's transfers. See
+            [Beyond one process][beyond-one-process].
+
+    Returns:
+        The report of the pass (in continuous mode, of the last one), marked ``interrupted`` when a
+            signal stopped it (an empty one when the signal came between passes).
+
+    Raises:
+        UsageError: A bad argument, a local path that cannot be used, or an unsafe identifier;
+            nothing was done.
+        CredentialsError: The credentials are malformed or refused.
+        AuthError: The server refused the token.
+        LockedError: Another sync is running on the same local root.
+        DeleteRefused: A pass would delete more than ``max_delete`` or ``allow_delete_all`` allow;
+            nothing was done.
+        FusionSyncError: In one-pass mode, the pass failed as a whole (the server unreachable, for
+            example); a failed file is not an error but an entry of the report's ``failed``.
     """
     if direction not in ("upload", "download"):
         raise UsageError(f"direction must be 'upload' or 'download', not {direction!r}")

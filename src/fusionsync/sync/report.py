@@ -62,6 +62,8 @@ class Stats:
 
 @dataclass
 class Failure:
+    """A file that failed or was kept as a conflict, and why (one sentence)."""
+
     path: str
     reason: str
 
@@ -76,10 +78,32 @@ class Backup:
 
 @dataclass
 class SyncReport:
-    """The outcome of one sync pass (``fsync`` returns it; the CLI prints it).
+    """The outcome of one sync pass: [`fsync`][fusionsync.fsync] returns it, the command prints it.
 
-    ``interrupted`` when a signal (``interrupted_by``: ``SIGINT`` or ``SIGTERM``) stopped the pass:
-    transfers in flight were cancelled, their temporaries removed, and no delete ran.
+    Paths are relative to the local root, as ``{catalog}/{dataset}/{series}/{file}``.
+
+    Attributes:
+        direction: ``"upload"`` or ``"download"``.
+        dry_run: The pass only planned: ``transferred``, ``deleted`` and ``bytes`` say what it
+            would have done.
+        planned: How many files the plan holds of each tag: ``+`` missing at the destination,
+            ``*`` different, ``-`` to delete, ``=`` equal, ``!`` a conflict.
+        transferred: The files downloaded or uploaded.
+        deleted: The files deleted at the destination (``delete=True``).
+        skipped: How many files were in sync already.
+        conflicts: The files kept because they changed on the destination since the last sync
+            (each with the reason); reported again by each pass while they last.
+        failed: The files whose transfer or delete failed (each with the reason).
+        backups: The local files moved into ``backup_dir`` (``path`` and ``backup``).
+        warnings: Things skipped and why: a file not named for its dataset, a symbolic link…
+        bytes: Bytes transferred.
+        hashed: How many local files were hashed (the others' digests came from the hash cache).
+        duration: Seconds the pass took.
+        interrupted: A signal stopped the pass: transfers in flight were cancelled, their
+            temporaries removed, and no delete ran.
+        interrupted_by: ``"SIGINT"`` or ``"SIGTERM"`` when ``interrupted``.
+        plan_lines: The plan as lines of a tag and a path (``+ common/FX/…``), ``=`` left out:
+            what ``fusionsync check`` prints.
     """
 
     direction: str
@@ -101,6 +125,7 @@ class SyncReport:
 
     @classmethod
     def from_plan(cls, plan: Plan, dry_run: bool) -> SyncReport:
+        """The report of a pass about to carry out ``plan`` (its counts, conflicts and lines)."""
         report = cls(plan.direction, dry_run=dry_run, planned=plan.counts())
         report.skipped = sum(1 for a in plan.actions if a.op is Op.EQUAL)
         report.conflicts = [Failure(a.path, a.note) for a in plan.conflicts]
@@ -113,6 +138,7 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
+        """Nothing failed, no conflict was kept, and no signal stopped the pass."""
         return not self.failed and not self.conflicts and not self.interrupted
 
     @property
@@ -123,12 +149,13 @@ class SyncReport:
         return EXIT_OK if self.ok else EXIT_FAILED
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (what ``--json`` prints), with ``ok``."""
         data = asdict(self)
         data["ok"] = self.ok
         return data
 
     def summary(self) -> str:
-        """One line for people."""
+        """One line for people: ``download: transferred 2 files (1.2 MiB), 5 already in sync in 0.31 s``."""
         verb = "would transfer" if self.dry_run else "transferred"
         items = [f"{verb} {len(self.transferred)} files ({_size(self.bytes)})"]
         if self.deleted:
