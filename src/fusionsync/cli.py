@@ -125,21 +125,24 @@ def local_filesystem(local_path: str) -> Any:
         raise UsageError(f"--local-path {local_path} cannot be opened: {exc}") from exc
 
 
-def _run_sync(**kw: Any) -> Any:
+def _run_sync(processes: int | None = None, scheduler: str | None = None, **kw: Any) -> Any:
+    from fusionsync.sync.executors import open_executor
     from fusionsync.sync.fsync import fsync
 
     local_path = kw.pop("local_path")
     fs_local = local_filesystem(local_path)
     fs_fusion = make_fusion_fs(kw.pop("credentials"), kw.pop("root_url"))
-    return fsync(
-        fs_fusion,
-        fs_local,
-        products=list(kw.pop("products")) or None,
-        datasets=list(kw.pop("datasets")) or None,
-        local_path=local_path,
-        log_level=getattr(logging, kw.pop("log_level").upper()),
-        **kw,
-    )
+    with open_executor(processes, scheduler) as executor:
+        return fsync(
+            fs_fusion,
+            fs_local,
+            products=list(kw.pop("products")) or None,
+            datasets=list(kw.pop("datasets")) or None,
+            local_path=local_path,
+            log_level=getattr(logging, kw.pop("log_level").upper()),
+            executor=executor,
+            **kw,
+        )
 
 
 @main.command(epilog=EXIT_STATUS_HELP)
@@ -170,6 +173,18 @@ def _run_sync(**kw: Any) -> Any:
     help="Move local files changed since the last sync here before replacing them (never over an earlier backup).",
 )
 @click.option("--checksum", is_flag=True, help="Hash every local file again instead of trusting size and time.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1),
+    help="Run the transfers in N worker processes of this machine (each with its own connections and event "
+    "loop: for many small files), the plan made once here.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the transfers on a running Dask cluster (tcp://HOST:8786; needs pip install 'fusionsync[dask]'). "
+    "Every worker must reach the server and --local-path (an s3:// bucket or a shared folder).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report of each pass as one JSON object per line.")
 @click.option(
@@ -190,7 +205,9 @@ def sync(no_progress: bool, as_json: bool, metrics_port: int | None, metrics_hos
     folders (file events); a full pass runs every --interval seconds in any case, and is all there is
     where the server has no change events, the local side is not a local folder, or with --poll.
     Changes on the destination since the last sync are never overwritten: they are kept and reported
-    as conflicts (or backed up, with --backup-dir).
+    as conflicts (or backed up, with --backup-dir). With --processes or --scheduler the transfers run
+    in batches on other processes or machines, with the same verification; the plan, the report and the
+    cache stay here, and a batch whose worker dies is run again once, then reported failed.
     """
     once = kw["once"]
 

@@ -18,6 +18,7 @@ from fusionsync.sync.report import SyncReport
 from fusionsync.sync.runner import Announcer, OnPass, Runner, run_once, watch
 from fusionsync.sync.scan import is_local
 from fusionsync.sync.sources import LOG_NAME, change_sources
+from fusionsync.sync.spread import spread_over
 
 if TYPE_CHECKING:
     from fusionsync.sync.metrics import SyncMetrics
@@ -99,6 +100,7 @@ def fsync(
     checksum: bool = False,
     on_pass: OnPass | None = None,
     metrics: SyncMetrics | None = None,
+    executor: Any = None,
 ) -> SyncReport:
     """Synchronise a local folder (or any fsspec filesystem) with datasets of a Fusion catalog.
 
@@ -168,6 +170,16 @@ def fsync(
         metrics: A [`SyncMetrics`][fusionsync.sync.metrics.SyncMetrics] that every pass updates: passes by
             outcome, files and bytes moved, failed files, conflicts, pass durations and the time of the last
             successful pass (``fusionsync sync --metrics-port`` serves them). Default: ``None``.
+        executor: Where the transfers run. Default (``None``): in this process. A
+            ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor``, a Dask cluster's
+            ``distributed.Client(...).get_executor()``) or a ``distributed.Client``: the plan is made
+            here and its transfers run in batches (by dataset and bytes) on the executor's workers,
+            each with its own client from the pickled settings of ``fs_fusion`` and ``fs_local``, with
+            the same verified, atomic transfers; one report, the hash cache and the progress gather
+            every worker's results. Every worker must reach the server and the local side (on other
+            machines: an ``s3://`` bucket or a shared folder). A batch whose worker dies runs again
+            once, then its files are reported failed; Ctrl+C stops every worker's transfers. See
+            [Beyond one process][beyond-one-process].
 
     Returns:
         The report of the pass (in continuous mode, of the last one), marked ``interrupted`` when a
@@ -214,6 +226,7 @@ def fsync(
             allow_delete_all=allow_delete_all,
             backup_dir=os.path.abspath(backup_dir) if backup_dir and is_local(fs_local) else backup_dir,
             rehash=checksum,
+            spread=None if executor is None else spread_over(executor, remote, fs_local),
         )
         from fusionsync.sync.progress import ProgressDisplay
 
