@@ -395,7 +395,9 @@ def main() -> int:
     parser.add_argument("--sdk-timeout", type=float, default=900.0)
     parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
     parser.add_argument("--scaled", action="store_true", help="metadata in PostgreSQL, blobs in S3 (bench/scaled.py)")
-    parser.add_argument("--contenders", help="Which to run (ours, ours-p1, ours-p2, ours-dask2, sdk, limit, ours@VARIANT); default all.")
+    parser.add_argument(
+        "--contenders", help="Which to run (ours, ours-p1, ours-p2, ours-dask2, sdk, limit, ours@VARIANT); default all."
+    )
     parser.add_argument(
         "--variant", action="append", default=[], metavar="NAME=CHECKOUT", help="Also run another checkout's src."
     )
