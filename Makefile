@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 DOCS := $(VENV)/.installed-docs
 
-.PHONY: test lint docs demo bench venv clean
+.PHONY: test lint docs demo bench venv clean browser
 
 venv: $(DEV)
 
@@ -31,11 +31,18 @@ lint: $(DEV)
 	$(BIN)/ruff format --check src tests bench docs
 	$(BIN)/mypy
 
+# The web catalog's tests drive Debian's chromium (Playwright's own browser download is not used).
+CHROMIUM ?= /usr/bin/chromium
+
+browser:
+	@test -x $(CHROMIUM) || { echo "installing chromium (apt-get)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 # strict: a broken link or reference, a public name without docs (docs/hooks.py) fails the build
 docs: $(DOCS)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-test: lint docs
+test: lint docs browser
 	$(BIN)/python -m pytest -n 2 -q
 
 demo: $(RUNTIME)

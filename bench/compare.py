@@ -6,6 +6,8 @@ blobs in S3, see ``bench/scaled.py``).
 ``--variant NAME=CHECKOUT`` (repeatable) adds a contender ``ours@NAME``: fusionsync from another checkout's
 ``src``, run in turn with the others on the same server and data (before/after comparisons on a noisy
 machine); ``--contenders`` picks which run.
+P1, P2 and P6 also run the contenders ``ours-p1``, ``ours-p2`` (transfers in 1 or 2 worker processes) and
+``ours-dask2`` (a 2-worker Dask LocalCluster).
 Starts ``fusionsync serve`` on 127.0.0.1, seeds it, and for each workload runs each contender in a
 fresh process (median wall time of ``--runs``, peak RSS), then prints one table and writes it to
 ``bench/results/latest.json``. The limit is ``curl --parallel`` plus ``sha256sum`` on the same
@@ -37,6 +39,9 @@ from fusionsync.server.process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+SPREAD = ("ours-p1", "ours-p2", "ours-dask2")
+"""Contenders with the transfers elsewhere (P2, P6): ``--processes 1``, ``--processes 2`` (starting the processes
+timed), a 2-worker Dask LocalCluster (started before the timed pass)."""
 
 
 @dataclass
@@ -145,6 +150,10 @@ class Bench:
         """This checkout's contender and one per ``--variant``."""
         return {"ours": run("ours"), **{f"ours@{v}": run(f"ours@{v}") for v in self.variants}}
 
+    def spread(self, run: Callable[[str], Callable[[int], tuple[float, float]]]) -> dict[str, Any]:
+        """This checkout's transfers in 1 and 2 worker processes and on a 2-worker Dask LocalCluster."""
+        return {name: run(name) for name in SPREAD}
+
     def measure(self, row: Row, contenders: dict[str, Callable[[int], tuple[float, float]]]) -> None:
         """``--runs`` rounds, the contenders interleaved in a rotating order (the machine drifts), medians kept."""
         names = [n for n in contenders if self.contenders is None or n in self.contenders]
@@ -251,7 +260,8 @@ def bulk_workload(b: Bench, name: str, direction: str, count: int, size: int) ->
             for i, k in enumerate(keys)
         ]
         limit = lambda i: (b.curl_download(urls, parallel=count), 0.0)  # noqa: E731
-        b.measure(row, {**b.ours(run), "sdk": run("sdk"), "limit": limit})
+        spread = b.spread(run) if name == "P1" else {}  # per-worker throughput for big files (bench/README.md)
+        b.measure(row, {**b.ours(run), **spread, "sdk": run("sdk"), "limit": limit})
     else:
 
         def run_up(contender: str) -> Callable[[int], tuple[float, float]]:
@@ -309,7 +319,7 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
             full = [DistKey(catalog, k.dataset, k.series, k.format) for k in keys]
             return b.curl_download([(b.url(k), dest / local_relative_path(k)) for k in full]), 0.0
 
-        b.measure(row, {**b.ours(run), "sdk": run("sdk"), "limit": limit})
+        b.measure(row, {**b.ours(run), **b.spread(run), "sdk": run("sdk"), "limit": limit})
     else:
 
         def run_up(contender: str) -> Callable[[int], tuple[float, float]]:
@@ -334,7 +344,7 @@ def small_workload(b: Bench, name: str, direction: str, datasets: int, series: i
             ]
             return b.curl_upload(pairs), 0.0
 
-        b.measure(row, {**b.ours(run_up), "sdk": run_up("sdk"), "limit": limit})
+        b.measure(row, {**b.ours(run_up), **b.spread(run_up), "sdk": run_up("sdk"), "limit": limit})
     return row
 
 
@@ -385,7 +395,9 @@ def main() -> int:
     parser.add_argument("--sdk-timeout", type=float, default=900.0)
     parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
     parser.add_argument("--scaled", action="store_true", help="metadata in PostgreSQL, blobs in S3 (bench/scaled.py)")
-    parser.add_argument("--contenders", help="Which to run (ours, sdk, limit, ours@VARIANT); default all.")
+    parser.add_argument(
+        "--contenders", help="Which to run (ours, ours-p1, ours-p2, ours-dask2, sdk, limit, ours@VARIANT); default all."
+    )
     parser.add_argument(
         "--variant", action="append", default=[], metavar="NAME=CHECKOUT", help="Also run another checkout's src."
     )
@@ -439,8 +451,9 @@ def print_table(rows: list[Row]) -> None:
             f"{r.peaks.get('ours', 0):7.0f} M {r.peaks.get('sdk', 0):6.0f} M"
         )
         for name, seconds in r.times.items():
-            if "@" in name:
-                print(f"    {name}: {seconds:.2f} s, peak RSS {r.peaks.get(name, 0):.0f} MiB")
+            if "@" in name or name in SPREAD:
+                vs = f", {seconds / limit:.2f}x limit" if limit else ""
+                print(f"    {name}: {seconds:.2f} s{vs}, peak RSS {r.peaks.get(name, 0):.0f} MiB (caller)")
         for note in r.notes:
             print(f"    note: {note}")
 

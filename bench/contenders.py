@@ -1,6 +1,9 @@
 """One sync pass by one contender, in a process of its own: ``python -m bench.contenders NAME JSON``.
 
 Prints ``{"seconds": ..., "peak_mib": ...}``. ``ours`` is ``fusionsync.fsync(..., once=True)``;
+``ours-p1`` and ``ours-p2`` the same with its transfers in 1 or 2 worker processes (what ``--processes N``
+uses; starting them is timed), ``ours-dask2`` with a 2-worker Dask ``LocalCluster`` started first (not
+timed: a cluster is there before a sync uses it);
 ``sdk`` is the official SDK's ``fsync``, which never returns: it runs in a thread and the pass is
 over when the expected state is reached (files on disk, or distributions listed by the server).
 """
@@ -23,8 +26,26 @@ def peak_mib() -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
 
 
-def ours(job: dict[str, Any]) -> float | None:
-    """One pass (or ``passes``): with more than one, the seconds of the last (warm) pass."""
+def ours(job: dict[str, Any], spread: str = "") -> float | None:
+    """One pass (or ``passes``): with more than one, the seconds of the last (warm) pass. ``spread``:
+    ``p1``, ``p2`` (worker processes) or ``dask2`` (a LocalCluster) runs the transfers elsewhere."""
+    if spread == "dask2":
+        from distributed import Client, LocalCluster
+
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
+            return _ours(job, client, pass_only=True)
+    if spread:
+        from fusionsync.sync.executors import LocalProcesses
+
+        with LocalProcesses(int(spread[1:])) as pool:
+            return _ours(job, pool)
+    return _ours(job, None)
+
+
+def _ours(job: dict[str, Any], executor: Any, pass_only: bool = False) -> float | None:
     import fsspec
 
     from fusionsync import FusionFileSystem, fsync
@@ -44,9 +65,10 @@ def ours(job: dict[str, Any]) -> float | None:
             show_progress=False,
             log_path=job["log_path"],
             once=True,
+            executor=executor,
         )
         assert report is not None and report.ok, report.failed[:3] if report else None
-    return time.perf_counter() - started if passes > 1 else None
+    return time.perf_counter() - started if passes > 1 or pass_only else None
 
 
 def _listed(job: dict[str, Any]) -> int:
@@ -103,7 +125,10 @@ def sdk(job: dict[str, Any]) -> float | None:
 def main() -> None:
     name, job = sys.argv[1], json.loads(sys.argv[2])
     start = time.perf_counter()
-    last_pass = {"ours": ours, "sdk": sdk}[name](job)
+    if name.startswith("ours-"):
+        last_pass = ours(job, name.removeprefix("ours-"))
+    else:
+        last_pass = {"ours": ours, "sdk": sdk}[name](job)
     seconds = last_pass if last_pass is not None else time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_mib": peak_mib()}), flush=True)
     os._exit(0)

@@ -113,21 +113,24 @@ def local_filesystem(local_path: str) -> Any:
         raise UsageError(f"--local-path {local_path} cannot be opened: {exc}") from exc
 
 
-def _run_sync(**kw: Any) -> Any:
+def _run_sync(processes: int | None = None, scheduler: str | None = None, **kw: Any) -> Any:
+    from fusionsync.sync.executors import open_executor
     from fusionsync.sync.fsync import fsync
 
     local_path = kw.pop("local_path")
     fs_local = local_filesystem(local_path)
     fs_fusion = make_fusion_fs(kw.pop("credentials"), kw.pop("root_url"))
-    return fsync(
-        fs_fusion,
-        fs_local,
-        products=list(kw.pop("products")) or None,
-        datasets=list(kw.pop("datasets")) or None,
-        local_path=local_path,
-        log_level=getattr(logging, kw.pop("log_level").upper()),
-        **kw,
-    )
+    with open_executor(processes, scheduler) as executor:
+        return fsync(
+            fs_fusion,
+            fs_local,
+            products=list(kw.pop("products")) or None,
+            datasets=list(kw.pop("datasets")) or None,
+            local_path=local_path,
+            log_level=getattr(logging, kw.pop("log_level").upper()),
+            executor=executor,
+            **kw,
+        )
 
 
 @main.command(epilog=EXIT_STATUS_HELP)
@@ -158,9 +161,28 @@ def _run_sync(**kw: Any) -> Any:
     help="Move local files changed since the last sync here before replacing them (never over an earlier backup).",
 )
 @click.option("--checksum", is_flag=True, help="Hash every local file again instead of trusting size and time.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1),
+    help="Run the transfers in N worker processes of this machine (each with its own connections and event "
+    "loop: for many small files), the plan made once here.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the transfers on a running Dask cluster (tcp://HOST:8786; needs pip install 'fusionsync[dask]'). "
+    "Every worker must reach the server and --local-path (an s3:// bucket or a shared folder).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report of each pass as one JSON object per line.")
-def sync(no_progress: bool, as_json: bool, **kw: Any) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (passes, files, bytes, failures, conflicts, pass "
+    "duration, last successful pass); 0 picks a free port.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
+def sync(no_progress: bool, as_json: bool, metrics_port: int | None, metrics_host: str, **kw: Any) -> None:
     """Sync Fusion datasets with a local folder, DIRECTION upload or download.
 
     Downloads go to LOCAL_PATH/CATALOG/DATASET/SERIES/DATASET__CATALOG__SERIES.FORMAT; uploads take
@@ -171,17 +193,30 @@ def sync(no_progress: bool, as_json: bool, **kw: Any) -> None:
     folders (file events); a full pass runs every --interval seconds in any case, and is all there is
     where the server has no change events, the local side is not a local folder, or with --poll.
     Changes on the destination since the last sync are never overwritten: they are kept and reported
-    as conflicts (or backed up, with --backup-dir).
+    as conflicts (or backed up, with --backup-dir). With --processes or --scheduler the transfers run
+    in batches on other processes or machines, with the same verification; the plan, the report and the
+    cache stay here, and a batch whose worker dies is run again once, then reported failed.
     """
     once = kw["once"]
 
     def on_pass(report: Any, news: Any) -> None:
         _print_report(report, as_json, news.conflicts, news.warnings)
 
+    metrics = None
     try:
-        report = _run_sync(show_progress=not no_progress and not as_json, on_pass=None if once else on_pass, **kw)
+        if metrics_port is not None:
+            from fusionsync.sync.metrics import SyncMetrics
+
+            metrics = SyncMetrics(kw["direction"])
+            bound = metrics.serve(metrics_host, metrics_port)
+            click.echo(f"metrics at http://{metrics_host}:{bound}/metrics", err=True)
+        show = not no_progress and not as_json
+        report = _run_sync(show_progress=show, on_pass=None if once else on_pass, metrics=metrics, **kw)
     except (FusionSyncError, OSError, KeyboardInterrupt) as exc:
         fail(exc)
+    finally:
+        if metrics is not None:
+            metrics.close()
     if once:
         _print_report(report, as_json, report.conflicts, report.warnings)
     sys.exit(report.exit_code)
@@ -283,7 +318,7 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     default=3600,
     show_default=True,
     type=click.IntRange(1, 86400),
-    help="Lifetime of issued tokens, in seconds (at most a day).",
+    help="Lifetime of issued tokens and of web sign-in sessions, in seconds (at most a day).",
 )
 @click.option(
     "--max-connections",
@@ -370,7 +405,9 @@ def serve(
     tls_key: Path | None,
     log_level: str,
 ) -> None:
-    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/ (https:// with --tls-cert).
+    """Run a Fusion-compatible catalog server under http://HOST:PORT/api/v1/ (https:// with --tls-cert), with a
+    web catalog for people at http://HOST:PORT/ (sign in with a client's id and secret; read-only with
+    --no-auth) and Prometheus metrics at /metrics.
 
     By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
     signing key, the clients (managed with fusionsync clients), the audit log and the server's lock (a second

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -120,6 +121,26 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self.max_ranges = max_ranges
         if not self.asynchronous:
             weakref.finalize(self, _close, self.loop, self.http)
+
+    def settings(self) -> dict[str, Any]:
+        """What another process (or machine) needs to connect as this filesystem does: the credentials as
+        loaded (not a path it may not have), the proxies and CA bundle as resolved here, and the limits.
+        Pickling a filesystem pickles these; unpickling opens a new client from them."""
+        http = self.http
+        return {
+            "credentials": dataclasses.replace(http.tokens.creds, proxies=http.policy.portable_proxies()),
+            "root_url": http.root_url,
+            "range_size": self.range_size,
+            "max_ranges": self.max_ranges,
+            "max_parts": http.max_parts,
+            "retries": http.retries,
+            "read_timeout": http.timeout.sock_read,
+            "ca_bundle": http.policy.ca_bundle,
+            "fast_path": http.fast_path,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.settings())
 
     def close(self) -> None:
         """Close the connection pool (also done when the filesystem is garbage collected)."""
@@ -424,6 +445,10 @@ class FusionFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if not is_distribution(path):
             raise UsageError(f"{path} is not a distribution, so it cannot be opened as a file")
         return FusionFile(self, path, mode, block_size or "default", cache_options=cache_options, **kwargs)
+
+
+def _rebuild(cls: type[FusionFileSystem], settings: dict[str, Any]) -> FusionFileSystem:
+    return cls(**settings)
 
 
 def _close(loop: asyncio.AbstractEventLoop, http: Http) -> None:

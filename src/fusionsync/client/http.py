@@ -64,6 +64,7 @@ class Http:
         if fast_path is None:
             fast_path = os.environ.get(FAST_PATH_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
         # Small GETs go on lean connections, under the same proxy and TLS policy as aiohttp's.
+        self.fast_path = fast_path
         self._small = SmallGets(self.root_url, connect_timeout, read_timeout, self.policy) if fast_path else None
         self._small_prefix = urlsplit(self.root_url).path + "catalogs/"
 

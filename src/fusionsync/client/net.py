@@ -49,6 +49,14 @@ class NetPolicy:
         self.ca_bundle, self.ca_source = _ca_bundle(ca_bundle, env)
         self._ssl: ssl.SSLContext | None = None
 
+    def portable_proxies(self) -> dict[str, str]:
+        """The proxies in force, as a credentials file's ``proxies`` (with ``no_proxy``): what another
+        process needs to connect the same way whatever its environment."""
+        proxies = dict(self.file_proxies or self.env_proxies)
+        if proxies and self.no_proxy:
+            proxies["no_proxy"] = ",".join(self.no_proxy)
+        return proxies
+
     def proxy_for(self, url: str) -> str | None:
         """The proxy URL to reach ``url`` through, or None to connect directly."""
         parts = urlsplit(url)

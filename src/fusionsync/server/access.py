@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from fusionsync.server.clients import ADMIN, READ, WRITE, Client
+from fusionsync.server.common import State
 from fusionsync.server.errors import ApiError
 
 CLIENT = "client"
@@ -46,3 +47,33 @@ def visible_catalogs(request: web.Request) -> frozenset[str] | None:
 def audited(method: str, status: int) -> bool:
     """Whether a request's outcome goes to the audit log: every change tried, and every refusal."""
     return method not in READING or status in (401, 403)
+
+
+def may(st: State, client_id: str | None, catalog: str, write: bool = False) -> bool:
+    """Whether ``client_id`` (None: nobody signed in) may read ``catalog`` or, with ``write``, change what it
+    holds: the one decision the web pages ask. With ``--no-auth`` everybody may read and nobody changes anything
+    through the pages."""
+    if not st.config.auth:
+        return not write
+    client = st.tokens.client(client_id) if client_id is not None else None
+    return client is not None and client.may(WRITE if write else READ, catalog)
+
+
+async def sign_in(st: State, client_id: str, secret: str, address: str | None) -> tuple[Client | None, float]:
+    """Check a client's id and secret, for the token endpoint and the web sign-in alike: the client (None when
+    refused) and, when failed tries from this client or address must wait first, the seconds left (nothing is
+    checked then). Sign-ins and refusals go to the audit log; failures make the next try wait longer."""
+    keys = [f"client:{client_id}", f"address:{address}"]
+    audit = {"client": client_id[:200], "address": address}
+    wait = st.backoff.wait(keys)
+    if wait > 0:
+        st.audit.record("sign-in refused", **audit, status=429, reason="too many failed tries")
+        return None, wait
+    client = await st.tokens.sign_in(client_id, secret)
+    if client is None:
+        st.backoff.failed(keys)
+        st.audit.record("sign-in refused", **audit, status=401, reason="unknown client or wrong secret")
+        return None, 0.0
+    st.backoff.succeeded(keys)
+    st.audit.record("sign-in", **audit, status=200)
+    return client, 0.0

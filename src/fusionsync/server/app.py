@@ -16,8 +16,18 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from fusionsync import __version__
 from fusionsync.catalog.names import catalog_identifier_problem
-from fusionsync.server import events, models, routes_attrs, routes_data, routes_datasets, routes_meta, routes_upload
-from fusionsync.server.access import CLIENT, audited, authorise
+from fusionsync.server import (
+    events,
+    metrics,
+    models,
+    routes_attrs,
+    routes_data,
+    routes_datasets,
+    routes_meta,
+    routes_upload,
+)
+from fusionsync.server import web as web_pages
+from fusionsync.server.access import CLIENT, audited, authorise, sign_in
 from fusionsync.server.auth import API, FUSION, bearer
 from fusionsync.server.common import (
     MAX_JSON_BODY,
@@ -176,21 +186,13 @@ async def token_endpoint(request: web.Request) -> web.Response:
     if not st.config.auth:
         token = st.tokens.issue(client_id, API)
         return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
-    keys = [f"client:{client_id}", f"address:{request.remote}"]
-    wait = st.backoff.wait(keys)
-    audit = {"client": client_id[:200], "address": request.remote}
+    client, wait = await sign_in(st, client_id, secret, request.remote)
     if wait > 0:
-        st.audit.record("sign-in refused", **audit, status=429, reason="too many failed tries")
         message = f"too many failed token requests; try again in {math.ceil(wait)} s"
         headers = {"Retry-After": str(math.ceil(wait))}
         return json_response({"error": "slow_down", "message": message}, 429, headers=headers)
-    client = await st.tokens.sign_in(client_id, secret)
     if client is None:
-        st.backoff.failed(keys)
-        st.audit.record("sign-in refused", **audit, status=401, reason="unknown client or wrong secret")
         return json_response({"error": "invalid_client", "message": "unknown client or wrong secret"}, 401)
-    st.backoff.succeeded(keys)
-    st.audit.record("sign-in", **audit, status=200)
     token = st.tokens.issue(client.id, API)
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
 
@@ -218,14 +220,21 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-def make_app(live: State | None = None) -> web.Application:
-    """The application: every route, over the stores of ``live`` (none: only its routes, to look at)."""
-    app = web.Application(middlewares=[guard], client_max_size=MAX_JSON_BODY)
+def make_app(live: State | None = None, shared: metrics.Shared | None = None) -> web.Application:
+    """The application: every route (the API, the web pages, ``/metrics``), over the stores of ``live`` (none:
+    only its routes, to look at); ``shared`` holds the metrics of several worker processes."""
+    stats = metrics.RequestStats()
+    app = web.Application(
+        middlewares=[metrics.measure(stats), guard, web_pages.html_errors], client_max_size=MAX_JSON_BODY
+    )
+    app[metrics.STATS] = stats
     if live is not None:
         app[STATE] = live
     app[OPENAPI] = json.dumps(openapi_document()).encode()
     for table in ROUTES:
         table.register(app)
+    web_pages.register(app)
+    metrics.install(app, shared)
 
     async def end_subscriptions(app: web.Application) -> None:
         if live is not None:

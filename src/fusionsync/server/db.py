@@ -39,6 +39,10 @@ class Database(Tx, Protocol):
     migration_lock: str
     """A statement that makes servers starting together migrate one at a time ("" when not needed)."""
 
+    def json_field(self, column: str, key: str) -> str:
+        """SQL for the text of field ``key`` of the JSON object in ``column`` (a trusted identifier)."""
+        ...
+
     def transaction(self) -> Any:
         """``async with db.transaction() as tx:`` — committed at the end, rolled back on an exception."""
         ...
@@ -67,6 +71,9 @@ class SqliteDatabase:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._lock = asyncio.Lock()
         self._version: int | None = None
+
+    def json_field(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
 
     async def one(self, sql: str, *args: Any) -> Any:
         return self._db.execute(sql, args).fetchone()

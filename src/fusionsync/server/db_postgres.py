@@ -68,6 +68,9 @@ class PostgresDatabase:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, command_timeout=60)
         return cls(pool, url)
 
+    def json_field(self, column: str, key: str) -> str:
+        return f"(({column})::jsonb ->> '{key}')"
+
     async def one(self, sql: str, *args: Any) -> Any:
         async with self._pool.acquire() as conn:
             return await _Conn(conn).one(sql, *args)

@@ -1,6 +1,6 @@
 """The metadata store over SQL (SQLite or PostgreSQL, see ``db``): catalogs, products, datasets, series
 members and distributions; attributes and lineage (``meta_attrs``), upload operations (``meta_uploads``) and
-the change-event log (``eventlog``) share its database and transactions.
+the change-event log (``eventlog``) and the pages people browse (``meta_browse``) share its database and transactions.
 
 Recording a distribution is one transaction with everything that goes with it: its series member, the
 dataset's modification time, its event, the blob it replaced (removed after a grace period) and the end of
@@ -20,6 +20,7 @@ from fusionsync.server.batching import Batcher
 from fusionsync.server.db import Database, Tx, migrate, open_database
 from fusionsync.server.eventlog import EventLog
 from fusionsync.server.meta_attrs import Descriptions
+from fusionsync.server.meta_browse import Browsing
 from fusionsync.server.meta_uploads import Operations, result_json
 from fusionsync.server.schema import MIGRATIONS
 from fusionsync.server.store import (
@@ -52,7 +53,7 @@ def readable(identifier: str, meta: str) -> dict[str, Any]:
     return {"identifier": identifier, "title": identifier, "description": "(stored metadata unreadable)"}
 
 
-class SqlMetaStore(Descriptions, Operations, EventLog):
+class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
     """The metadata store on one SQL database."""
 
     def __init__(self, db: Database, log_id: str, grace: float) -> None:

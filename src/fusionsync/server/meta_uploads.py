@@ -9,6 +9,7 @@ import json
 import time
 
 from fusionsync.server.db import Database, Tx
+from fusionsync.server.meta_browse import EXPIRED
 from fusionsync.server.store import COMPLETING, DONE, OPEN, Distribution, Operation, Part
 
 OP_COLUMNS = (
@@ -142,6 +143,13 @@ class Operations:
             expired = [_operation(row) for row in rows]
             unfinished = [(op, await _parts(tx, op.id)) for op in expired if op.state != DONE]
             await tx.many("DELETE FROM operation_parts WHERE operation=?", [(op.id,) for op in expired])
+            if unfinished:
+                await tx.run(
+                    "INSERT INTO counters(name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+                    EXPIRED,
+                    len(unfinished),
+                )
         return unfinished
 
     async def open_operations(self) -> list[tuple[Operation, list[Part]]]:

@@ -132,7 +132,7 @@ async def _require_distribution(request: web.Request) -> Distribution:
 )
 async def download(request: web.Request) -> web.StreamResponse:
     """The bytes of a distribution; ``downloadRange=bytes=a-b`` or a ``Range`` header for a part."""
-    return await _file_response(request, await _require_distribution(request))
+    return await file_response(request, await _require_distribution(request))
 
 
 @both("DELETE", "/{format}", "Delete a distribution", {200: Answer("Deleted", m.Deleted)}, errors=NOT_FOUND)
@@ -182,10 +182,10 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     name = request.query.get("file")
     if name is not None and name not in (distribution_file_id(dist), distribution_file_name(dist)):
         raise ApiError(404, f"file {name!r} not found in distribution {dist.format!r}")
-    return await _file_response(request, dist)
+    return await file_response(request, dist)
 
 
-async def _file_response(request: web.Request, dist: Distribution) -> web.StreamResponse:
+async def file_response(request: web.Request, dist: Distribution) -> web.StreamResponse:
     headers = {
         "x-jpmc-checksum": dist.checksum,
         "x-jpmc-checksum-algorithm": "SHA-256",

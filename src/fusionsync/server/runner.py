@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from fusionsync.server import uploads
+from fusionsync.server import metrics, uploads
 from fusionsync.server.app import MAX_HEADER_LINE, MAX_HEADERS, make_app
 from fusionsync.server.audit import AUDIT_FILE, AuditLog
 from fusionsync.server.auth import KEY_FILE, KeyRing, TokenAuthority
@@ -54,6 +55,8 @@ from fusionsync.server.store import BlobStore
 
 log = logging.getLogger("fusionsync.server")
 LOCK_FILE = "server.lock"
+METRICS_FOLDER = "metrics"
+"""Where worker processes keep their request metrics for one another (``metrics.Shared``)."""
 DISK_THREADS = 32
 LINGER_SECONDS = 1.0
 KEEPALIVE_SECONDS = 75.0
@@ -223,9 +226,10 @@ async def serve(
     ready: Callable[[int], None] | None,
     parent: int | None,
     secret: str | None = None,
+    index: int = 0,
 ) -> None:
-    """Serve on ``sock`` (HTTPS with ``tls``) until SIGINT or SIGTERM (or, for a worker, until its parent is
-    gone)."""
+    """Serve on ``sock`` (HTTPS with ``tls``) until SIGINT or SIGTERM (or, for worker ``index``, until its parent
+    is gone)."""
     loop = asyncio.get_running_loop()
     # Blob commits wait on fsync far more than they use a core: enough threads let many overlap.
     loop.set_default_executor(ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="fusionsync-disk"))
@@ -235,7 +239,7 @@ async def serve(
         if parent is None:
             await tidy_root(st, port, secret)
         runner = web.AppRunner(
-            make_app(st),
+            make_app(st, None if parent is None else metrics.Shared(config.root / METRICS_FOLDER, index)),
             access_log=None,
             handle_signals=False,
             max_line_size=MAX_HEADER_LINE,
@@ -304,6 +308,8 @@ def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
             if config.workers <= 1:
                 asyncio.run(serve(config, sock, tls, ready, None, secret))
             else:
+                shutil.rmtree(config.root / METRICS_FOLDER, ignore_errors=True)  # a previous run's workers' tables
+                (config.root / METRICS_FOLDER).mkdir()
                 asyncio.run(_prepare(config, sock.getsockname()[1], secret))
                 _supervise(config, sock, tls, ready)
     finally:
@@ -327,7 +333,7 @@ def _supervise(
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
                 faulthandler.register(signal.SIGUSR1, all_threads=True)
-                asyncio.run(serve(config, sock, tls, None, parent))
+                asyncio.run(serve(config, sock, tls, None, parent, index=index))
                 code = 0
             except BaseException:
                 log.exception("worker %d failed", index)

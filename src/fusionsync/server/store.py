@@ -113,6 +113,20 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Totals:
+    """How much the catalog holds, for the status page and ``/metrics``."""
+
+    catalogs: int
+    products: int
+    datasets: int
+    series: int
+    distributions: int
+    bytes: int
+    uploads_open: int
+    uploads_expired: int
+
+
+@dataclass(frozen=True, slots=True)
 class FileSpan:
     """Bytes of a local file, to be sent by the kernel: the open file, where they start, how many."""
 
@@ -268,6 +282,20 @@ class MetaStore(Protocol):
     async def due_garbage(self) -> list[str]:
         """The blobs whose grace period is over, no longer listed as due."""
         ...
+
+    # what people browse (web pages) and operators watch (/metrics): pages taken in the database
+    async def datasets_page(self, catalog: str, after: str | None, limit: int) -> list[dict[str, Any]]: ...
+    async def products_page(self, catalog: str, after: str | None, limit: int) -> list[dict[str, Any]]: ...
+    async def product_datasets_page(
+        self, catalog: str, product: str, after: str | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+    async def search_datasets(
+        self, text: str, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+    async def series_page(self, catalog: str, dataset: str, before: str | None, limit: int) -> list[SeriesMember]: ...
+    async def distributions_between(self, catalog: str, dataset: str, low: str, high: str) -> list[Distribution]: ...
+    async def totals(self) -> Totals: ...
+    async def recent_events(self, limit: int, catalogs: list[str] | None = None) -> list[dict[str, Any]]: ...
 
     async def live_blobs(self) -> set[str]: ...
     async def trim_events(self) -> None: ...

@@ -38,6 +38,10 @@ def cache_dir() -> Path:
     return Path(base) / "fusionsync"
 
 
+UploadRow = tuple[str, int, float, str, str, str]
+"""A multipart upload in progress: path, size, mtime, digest (of the file as sent), remote path, operation."""
+
+
 class CachedFile(NamedTuple):
     size: int
     mtime: float
@@ -62,6 +66,11 @@ class HashCache:
         """The cache of the local root named ``root_id`` (protocol and absolute path)."""
         name = hashlib.sha256(root_id.encode()).hexdigest()[:24]
         return cls(cache_dir() / f"{name}.sqlite")
+
+    @classmethod
+    def in_memory(cls) -> HashCache:
+        """A cache that lives as long as this object (a worker's, for the upload journals of one batch)."""
+        return cls(Path(":memory:"))
 
     def close(self) -> None:
         self._db.close()
@@ -97,6 +106,23 @@ class HashCache:
             rows = [(p,) for p in paths]
             self._db.executemany("DELETE FROM files WHERE path=?", rows)
             self._db.executemany("DELETE FROM uploads WHERE path=?", rows)
+
+    def uploads(self, paths: Iterable[str]) -> list[UploadRow]:
+        """The multipart uploads recorded for these files (path, size, mtime, digest, remote, operation)."""
+        wanted = list(paths)
+        found: list[UploadRow] = []
+        for start in range(0, len(wanted), 500):  # bounded by SQLite's number of parameters
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.extend(self._db.execute(f"SELECT * FROM uploads WHERE path IN ({marks})", chunk))
+        return found
+
+    def set_uploads(self, paths: Iterable[str], rows: Iterable[UploadRow]) -> None:
+        """Make the uploads recorded for ``paths`` exactly ``rows`` (what a worker's batch left)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM uploads WHERE path=?", ((p,) for p in paths))
+            self._db.executemany("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def journal(self, path: str, size: int, mtime: float, digest: str, remote: str) -> UploadJournal:
         """The upload journal of one local file as scanned (an operation recorded for other content,

@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fsspec.callbacks import Callback
 
@@ -20,6 +20,9 @@ from fusionsync.sync.problems import is_local_error, local_failure, server_unrea
 from fusionsync.sync.remote import Remote
 from fusionsync.sync.report import Backup, Failure, Stats, SyncReport
 from fusionsync.sync.scan import info_mtime, is_local, join
+
+if TYPE_CHECKING:
+    from fusionsync.sync.spread import Spread
 
 log = logging.getLogger("fusionsync")
 Row = tuple[str, int, float, str]
@@ -78,19 +81,50 @@ def explain(exc: BaseException, action: Action, ctx: Context, verb: str) -> str:
     return describe(exc)
 
 
-async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop: asyncio.Event) -> None:
+async def execute(
+    plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop: asyncio.Event, spread: Spread | None = None
+) -> None:
     """Run the transfers of ``plan`` (at most ``n_par`` at once), then its deletes if nothing failed.
 
     When ``stop`` is set, transfers in flight are cancelled (their temporaries removed), none
     start, no delete runs, and the report says the pass was interrupted. Once a transfer has
     given up because nothing answers at the server's address, transfers not yet started fail at
     once instead of each waiting through its own retries (the next pass tries them again).
+    With ``spread``, the transfers run in batches on its executor (other processes or machines);
+    deletes run here in any case.
     """
     transfers = plan.transfers
     ctx.stats.begin(len(transfers), sum(a.size for a in transfers))
-    synced: list[Row] = []
+    if spread is not None:
+        await spread.run(transfers, ctx, report, n_par, stop)
+    else:
+        synced: list[Row] = []
+        try:
+            await run_transfers(transfers, ctx, report, n_par, stop, synced)
+        finally:
+            ctx.cache.mark_synced(synced)
+    if report.interrupted:
+        return
+    if plan.deletes and report.failed:
+        report.warnings.append(f"{len(plan.deletes)} deletes not done: items failed in this pass")
+        return
+    for action in plan.deletes:
+        try:
+            await _delete(action, ctx, plan.direction)
+            report.deleted.append(action.path)
+        except Exception as exc:
+            report.failed.append(Failure(action.path, explain(exc, action, ctx, "delete")))
+
+
+async def run_transfers(
+    transfers: list[Action], ctx: Context, report: SyncReport, n_par: int, stop: asyncio.Event, synced: list[Row]
+) -> None:
+    """The transfers (at most ``n_par`` at once): each one transferred (its cache row added to ``synced``)
+    or failed, in ``report``; stopped by ``stop`` (``report.interrupted``). A worker of a spread sync runs
+    its batch with this very function."""
+    direction = report.direction
     unreachable: list[str] = []
-    verb = "read" if plan.direction == "upload" else "write"
+    verb = "read" if direction == "upload" else "write"
 
     async def one(action: Action) -> None:
         ctx.stats.open(action.path, action.size)
@@ -99,17 +133,17 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
             if unreachable:
                 reason = (
                     f"not started: nothing answers at {ctx.remote.address} any more "
-                    f"(an earlier {plan.direction} gave up), so this one waits for the next pass"
+                    f"(an earlier {direction} gave up), so this one waits for the next pass"
                 )
                 report.failed.append(Failure(action.path, reason))
                 return
-            synced.append(await _transfer(action, ctx, plan.direction))
+            synced.append(await _transfer(action, ctx, direction))
             report.transferred.append(action.path)
             report.bytes += action.size
             ok = True
         except Exception as exc:  # one item's failure never stops the others
             reason = explain(exc, action, ctx, verb)
-            log.warning("%s of %s failed: %s", plan.direction, action.path, reason)
+            log.warning("%s of %s failed: %s", direction, action.path, reason)
             report.failed.append(Failure(action.path, reason))
             if server_unreachable(exc):
                 unreachable.append(action.path)
@@ -133,18 +167,6 @@ async def execute(plan: Plan, ctx: Context, report: SyncReport, n_par: int, stop
         for task in tasks:  # stopped (or this coroutine cancelled): transfers in flight end, temporaries go
             task.cancel()
         await asyncio.gather(everything, stopper, return_exceptions=True)  # their outcome is retrieved
-        ctx.cache.mark_synced(synced)
-    if report.interrupted:
-        return
-    if plan.deletes and report.failed:
-        report.warnings.append(f"{len(plan.deletes)} deletes not done: items failed in this pass")
-        return
-    for action in plan.deletes:
-        try:
-            await _delete(action, ctx, plan.direction)
-            report.deleted.append(action.path)
-        except Exception as exc:
-            report.failed.append(Failure(action.path, explain(exc, action, ctx, "delete")))
 
 
 async def _run(ctx: Context, fn: Callable[..., T], *args: Any) -> T:

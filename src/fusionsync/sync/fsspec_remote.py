@@ -37,6 +37,9 @@ class FsspecRemote:
         self.loop: asyncio.AbstractEventLoop = get_loop()
         self._digests: dict[tuple[str, int, float], str] = {}
 
+    def __reduce__(self) -> tuple[Any, ...]:  # to a worker of a spread sync: its filesystem, digests left behind
+        return FsspecRemote, (self.fs,)
+
     @property
     def address(self) -> str:
         return str(self.fs.unstrip_protocol(""))

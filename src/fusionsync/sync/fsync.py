@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Coroutine
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractFileSystem
 
@@ -18,6 +18,10 @@ from fusionsync.sync.report import SyncReport
 from fusionsync.sync.runner import Announcer, OnPass, Runner, run_once, watch
 from fusionsync.sync.scan import is_local
 from fusionsync.sync.sources import LOG_NAME, change_sources
+from fusionsync.sync.spread import spread_over
+
+if TYPE_CHECKING:
+    from fusionsync.sync.metrics import SyncMetrics
 
 log = logging.getLogger("fusionsync")
 DEFAULT_N_PAR = 8
@@ -95,6 +99,8 @@ def fsync(
     backup_dir: str | None = None,
     checksum: bool = False,
     on_pass: OnPass | None = None,
+    metrics: SyncMetrics | None = None,
+    executor: Any = None,
 ) -> SyncReport:
     """Synchronise a local folder (or any fsspec filesystem) with datasets of a Fusion catalog.
 
@@ -161,6 +167,19 @@ def fsync(
             (transferred, deleted, failed, backed up, was interrupted, or found a new conflict or
             warning): its report, and in ``news.conflicts`` and ``news.warnings`` those that no
             earlier pass reported. Default: ``None``.
+        metrics: A [`SyncMetrics`][fusionsync.sync.metrics.SyncMetrics] that every pass updates: passes by
+            outcome, files and bytes moved, failed files, conflicts, pass durations and the time of the last
+            successful pass (``fusionsync sync --metrics-port`` serves them). Default: ``None``.
+        executor: Where the transfers run. Default (``None``): in this process. A
+            ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor``, a Dask cluster's
+            ``distributed.Client(...).get_executor()``) or a ``distributed.Client``: the plan is made
+            here and its transfers run in batches (by dataset and bytes) on the executor's workers,
+            each with its own client from the pickled settings of ``fs_fusion`` and ``fs_local``, with
+            the same verified, atomic transfers; one report, the hash cache and the progress gather
+            every worker's results. Every worker must reach the server and the local side (on other
+            machines: an ``s3://`` bucket or a shared folder). A batch whose worker dies runs again
+            once, then its files are reported failed; Ctrl+C stops every worker's transfers. See
+            [Beyond one process][beyond-one-process].
 
     Returns:
         The report of the pass (in continuous mode, of the last one), marked ``interrupted`` when a
@@ -207,6 +226,7 @@ def fsync(
             allow_delete_all=allow_delete_all,
             backup_dir=os.path.abspath(backup_dir) if backup_dir and is_local(fs_local) else backup_dir,
             rehash=checksum,
+            spread=None if executor is None else spread_over(executor, remote, fs_local),
         )
         from fusionsync.sync.progress import ProgressDisplay
 
@@ -221,7 +241,9 @@ def fsync(
             opts.datasets = list(dict.fromkeys(wanted))
             check_names(catalog, opts.datasets)
             root = local_root_of(fs_local, local_path)
-            return _sync(remote, fs_local, opts, root, runner, on_pass, once=once, interval=interval, poll=poll)
+            return _sync(
+                remote, fs_local, opts, root, runner, on_pass, once=once, interval=interval, poll=poll, metrics=metrics
+            )
 
 
 def _sync(
@@ -235,6 +257,7 @@ def _sync(
     once: bool,
     interval: float,
     poll: bool,
+    metrics: SyncMetrics | None,
 ) -> SyncReport:
     """Lock the local root, then run one pass or the watch loop (woken by changes unless ``poll``)."""
     check_root(fs_local, root, opts.direction)
@@ -243,8 +266,17 @@ def _sync(
     lock.acquire(root)
     announce = Announcer(on_pass)
 
-    def one_pass() -> Coroutine[Any, Any, SyncReport]:
-        return run_pass(remote, fs_local, root, cache, opts)
+    async def one_pass() -> SyncReport:
+        if metrics is None:
+            return await run_pass(remote, fs_local, root, cache, opts)
+        start = time.monotonic()
+        try:
+            report = await run_pass(remote, fs_local, root, cache, opts)
+        except Exception:
+            metrics.observe(None, time.monotonic() - start)
+            raise
+        metrics.observe(report, time.monotonic() - start)
+        return report
 
     try:
         if once:

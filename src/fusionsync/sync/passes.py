@@ -26,6 +26,7 @@ from fusionsync.sync.plan import LocalEntry, Op, Plan, RemoteEntry, plan
 from fusionsync.sync.remote import Remote
 from fusionsync.sync.report import Failure, Stats, SyncReport
 from fusionsync.sync.scan import LocalFile, LocalScan, scan_local
+from fusionsync.sync.spread import Spread
 
 log = logging.getLogger("fusionsync")
 T = TypeVar("T")
@@ -47,6 +48,8 @@ class Options:
     rehash: bool = False
     stats: Stats = field(default_factory=Stats)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    spread: Spread | None = None
+    """Where transfers run when not in this process (other processes, a Dask cluster)."""
 
 
 async def remote_state(remote: Remote, opts: Options, warnings: list[str]) -> dict[DistKey, RemoteEntry]:
@@ -139,7 +142,7 @@ async def run_pass(remote: Remote, fs_local: Any, root: str, cache: HashCache, o
             ctx = Context(
                 remote, fs_local, root, cache, opts.stats, local_scan.entries, pool, opts.backup_dir, report=report
             )
-            await execute(the_plan, ctx, report, opts.n_par, opts.stop)
+            await execute(the_plan, ctx, report, opts.n_par, opts.stop, opts.spread)
     report.duration = time.monotonic() - started
     log.info(report.summary())
     return report

@@ -1,0 +1,96 @@
+"""The executors of the CLI: worker processes of this machine (``--processes N``) and a running Dask
+cluster (``--scheduler ADDRESS``). ``fsync(executor=...)`` takes these or any other."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from fusionsync.errors import UsageError
+from fusionsync.sync.execute import describe
+
+NEEDS_DASK = "--scheduler needs the optional Dask support, which is not installed: pip install 'fusionsync[dask]'"
+
+
+def ignore_interrupts() -> None:
+    """In a worker process: Ctrl+C (sent to the whole terminal's process group) is the caller's to handle;
+    it stops the workers' batches through their progress channels."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalProcesses(Executor):
+    """Worker processes of this machine for ``fsync(executor=...)``: what ``--processes N`` uses.
+
+    They are forked from a clean server process (not from the caller and its threads) and ignore Ctrl+C (the
+    caller stops their batches). A process that dies breaks a ``ProcessPoolExecutor`` for good; here the
+    next submission starts a new pool, so the batches it lost can run again.
+
+    Args:
+        n: How many worker processes.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._max_workers = n
+        self._lock = threading.Lock()
+        self._pool = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["fusionsync.sync.batch"])
+        return ProcessPoolExecutor(self._max_workers, mp_context=context, initializer=ignore_interrupts)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in a worker process (in a new pool if a dead process broke the last)."""
+        with self._lock:
+            try:
+                return self._pool.submit(fn, *args, **kwargs)
+            except BrokenProcessPool:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new()
+                return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the worker processes (after their work, with ``wait``)."""
+        self._pool.shutdown(wait, cancel_futures=cancel_futures)
+
+
+@contextlib.contextmanager
+def open_executor(processes: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """The executor of the command's ``--processes N`` or ``--scheduler ADDRESS``, shut down (or disconnected)
+    after the block.
+
+    Args:
+        processes: How many local worker processes (a :class:`LocalProcesses`).
+        scheduler: The address of a running Dask scheduler (a ``distributed.Client`` of it).
+
+    Returns:
+        A context manager giving the executor, or None when neither is given.
+
+    Raises:
+        UsageError: Both are given, the Dask extra is not installed, or the scheduler cannot be reached.
+    """
+    if processes and scheduler:
+        raise UsageError("give --processes or --scheduler, not both")
+    if processes:
+        with LocalProcesses(processes) as pool:
+            yield pool
+        return
+    if not scheduler:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError(NEEDS_DASK) from None
+    try:
+        client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {describe(exc)}") from exc
+    with client:
+        yield client
