@@ -12,8 +12,8 @@ travels only in the sign-in form's body; nothing here logs a request.
 from __future__ import annotations
 
 import hashlib
-import math
 import hmac
+import math
 from dataclasses import dataclass
 from urllib.parse import quote
 
