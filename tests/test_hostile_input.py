@@ -120,7 +120,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         ["ls", "--credentials", "/nonexistent.json"],
         ["serve"],
         ["serve", "--root", "/tmp/x", "--port", "70000"],
-        ["serve", "--root", "/tmp/x", "--client", "no-colon"],
+        ["serve", "--root", "/tmp/x", "--token-ttl", "864000"],
+        ["clients", "add", "x", "--root", "/nonexistent"],
         ["nosuchcommand"],
     ],
 )

@@ -76,6 +76,7 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
 def tls_server(ca: trustme.CA, ca_file: Path, tmp_path: Path) -> Iterator[RunningServer]:
     cert = ca.issue_cert(HOST, "127.0.0.1", "localhost")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    (tmp_path / "server.pem").chmod(0o600)  # a key others may read is refused
     server = start_server(
         tmp_path / "server-root", "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.pem"),
         ca_file=ca_file,
@@ -210,6 +211,7 @@ def test_every_worker_serves_tls_and_the_credentials_file_says_https(
 ) -> None:
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    (tmp_path / "server.pem").chmod(0o600)
     pem = str(tmp_path / "server.pem")
     server = start_server(tmp_path / "root", "--tls-cert", pem, "--tls-key", pem, "--workers", "2", ca_file=ca_file)
     try:
@@ -233,10 +235,16 @@ def test_a_certificate_that_does_not_load_stops_the_server_in_one_sentence(ca: t
     cert = ca.issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(str(tmp_path / "other-key.pem"))
+    (tmp_path / "other-key.pem").chmod(0o640)
     root = tmp_path / "root"
     command = [sys.executable, "-m", "fusionsync", "serve", "--root", str(root), "--port", "0", "--workers", "2"]
     tls = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "other-key.pem")]
     done = subprocess.run([*command, *tls], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"cannot serve TLS with {tmp_path / 'cert.pem'} and {tmp_path / 'other-key.pem'}" in done.stderr
+    assert not root.exists(), "nothing was touched"
+    (tmp_path / "other-key.pem").chmod(0o644)
+    done = subprocess.run([*command, *tls], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"permissions 0644 for {tmp_path / 'other-key.pem'} are too open" in done.stderr
     assert not root.exists(), "nothing was touched"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fusionsync.catalog.digest import fsync_digest_of
-from fusionsync.server.auth import API, FUSION, TokenAuthority
+from fusionsync.server.auth import API, FUSION, KeyRing, TokenAuthority
 from tests.api_doc import Operation, api_operations, internal_errors, is_stream, watch_for_internal_errors
 from tests.helpers import Answer, RunningServer, start_server
 
@@ -41,11 +41,16 @@ def token_answer(server: RunningServer) -> Answer:
     return server.request("POST", "/oauth2/token", form=form, auth=False)
 
 
+def another_server(server: RunningServer) -> TokenAuthority:
+    """The token authority of another server (a key of its own)."""
+    return TokenAuthority(KeyRing(server.root.with_name(f"other-{os.getpid()}.key")), None)
+
+
 def forged_tokens(server: RunningServer) -> dict[str, str]:
     """Authorization headers that must not open anything."""
     good = server.token()
     body, _, sig = good.partition(".")
-    other_key = TokenAuthority(os.urandom(32), {})
+    other_key = another_server(server)
     return {
         "garbage": "Bearer nonsense",
         "no token": "Bearer ",
@@ -79,7 +84,7 @@ def test_distributions_need_a_fusion_token_for_their_own_dataset(server: Running
     server.upload("cat", "A", "s", "csv", b"hello")
     api = {"Authorization": f"Bearer {server.token()}"}
     for_b = server.fusion_token("cat", "B")
-    other_key = TokenAuthority(os.urandom(32), {})
+    other_key = another_server(server)
     refused = {
         "none": {},
         "for another dataset": {"Fusion-Authorization": f"Bearer {for_b}"},

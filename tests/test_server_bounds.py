@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fusionsync.catalog.digest import PART_SIZE, fsync_digest_of
-from fusionsync.server.common import MAX_JSON_BODY
+from fusionsync.server.common import MAX_JSON_BODY, MAX_METADATA_BYTES
 from tests.api_doc import watch_for_internal_errors
 from tests.conftest import Storage
 from tests.helpers import RunningServer, start_server
@@ -143,16 +143,17 @@ def test_headers_within_the_bounds_are_fine(server: RunningServer) -> None:
 # -- JSON and form bodies ----------------------------------------------------------------------
 
 
-def json_targets(server: RunningServer) -> list[tuple[str, str, dict[str, str]]]:
-    """Every kind of route that reads a JSON body: (method, path, extra headers)."""
+def json_targets(server: RunningServer) -> list[tuple[str, str, dict[str, str], int]]:
+    """Every kind of route that reads a JSON body: (method, path, extra headers, its cap). Metadata is capped
+    lower than lists (of datasets, of parts)."""
     op = server.api("POST", DIST + "/operationType/upload").json()["operationId"]
     whole = {"Digest": f"SHA-256={fsync_digest_of([b'x'])}"}
     return [
-        ("POST", "catalogs/new", {}),
-        ("PUT", "catalogs/cat/products/NEW", {}),
-        ("PUT", "catalogs/cat/datasets/NEW", {}),
-        ("PUT", "catalogs/cat/productDatasets", {}),
-        ("POST", f"{DIST}/operations/upload?operationId={op}", whole),
+        ("POST", "catalogs/new", {}, MAX_METADATA_BYTES),
+        ("PUT", "catalogs/cat/products/NEW", {}, MAX_METADATA_BYTES),
+        ("PUT", "catalogs/cat/datasets/NEW", {}, MAX_METADATA_BYTES),
+        ("PUT", "catalogs/cat/productDatasets", {}, MAX_JSON_BODY),
+        ("POST", f"{DIST}/operations/upload?operationId={op}", whole, MAX_JSON_BODY),
     ]
 
 
@@ -163,11 +164,11 @@ def padded(size: int) -> bytes:
 
 
 def test_json_bodies_above_the_cap_are_413_and_change_nothing(server: RunningServer) -> None:
-    body = padded(MAX_JSON_BODY + 1)
-    for method, path, headers in json_targets(server):
+    for method, path, headers, cap in json_targets(server):
+        body = padded(cap + 1)
         answer = server.api(method, path, body=body, headers={"Content-Type": "application/json", **headers})
         assert answer.status == 413, (method, path, answer.status, answer.body[:200])
-        assert answer.json()["message"] == f"request body is larger than {MAX_JSON_BODY} bytes"
+        assert answer.json()["message"] == f"request body is larger than {cap} bytes"
         status, text = chunked(server, method, path, body, {"Content-Type": "application/json", **headers})
         assert status == 413 and json.loads(text)["message"], (method, path, status, text[:200])
     assert server.api("GET", "catalogs/new").status == 404
@@ -176,10 +177,10 @@ def test_json_bodies_above_the_cap_are_413_and_change_nothing(server: RunningSer
 
 
 def test_a_json_body_at_the_cap_is_read(server: RunningServer) -> None:
-    body = padded(MAX_JSON_BODY)
+    body = padded(MAX_METADATA_BYTES)
     answer = server.api("POST", "catalogs/big", body=body, headers={"Content-Type": "application/json"})
     assert answer.status == 201, answer.body[:200]
-    assert len(server.api("GET", "catalogs/big").json()["description"]) > MAX_JSON_BODY - 100
+    assert len(server.api("GET", "catalogs/big").json()["description"]) > MAX_METADATA_BYTES - 100
 
 
 def test_a_completion_listing_the_most_parts_fits_under_the_cap(server: RunningServer) -> None:
@@ -198,13 +199,15 @@ def test_a_part_above_5_gib_is_refused_before_it_is_sent(server: RunningServer) 
     headers = {"Content-Length": str(5 * 2**30 + 1), "Digest": f"SHA-256={fsync_digest_of([b'x'])}"}
     head = request_head(server, "PUT", f"{DIST}/operations/upload?operationId={op}&partNumber=1", headers)
     status, body = raw(server, head, b"some of the bytes")
-    assert status == 413 and json.loads(body)["message"] == f"request body is larger than {5 * 2**30} bytes"
+    # a part is bounded by 5 GiB, and by what the one upload limit leaves (here the lower)
+    assert status == 413, body
+    assert json.loads(body)["message"] == f"request body is larger than {min(5 * 2**30, CEILING)} bytes"
 
 
 def test_a_huge_announced_json_body_is_refused_before_it_is_sent(server: RunningServer) -> None:
     head = request_head(server, "PUT", "catalogs/cat/datasets/D", {"Content-Length": str(10**12)})
     status, body = raw(server, head, b'{"title": "')
-    assert status == 413 and json.loads(body)["message"] == f"request body is larger than {MAX_JSON_BODY} bytes"
+    assert status == 413 and json.loads(body)["message"] == f"request body is larger than {MAX_METADATA_BYTES} bytes"
     assert server.api("GET", "catalogs/cat/datasets/D").json()["title"] == "D"
 
 
@@ -226,7 +229,8 @@ def test_a_compressed_json_body_is_bounded_once_decompressed(server: RunningServ
     assert len(bomb) < MAX_JSON_BODY // 10
     headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
     answer = server.api("POST", "catalogs/bomb", body=bomb, headers=headers)
-    assert answer.status == 413 and answer.json()["message"] == f"request body is larger than {MAX_JSON_BODY} bytes"
+    assert answer.status == 413, answer.body
+    assert answer.json()["message"] == f"request body is larger than {MAX_METADATA_BYTES} bytes"
     assert server.api("GET", "catalogs/bomb").status == 404
 
 

@@ -82,7 +82,7 @@ def test_a_server_that_cannot_listen_changes_nothing(server: RunningServer, tmp_
     failed = serve(root, "--port", str(server.port))
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
     assert f"cannot serve on 127.0.0.1:{server.port}" in failed.stderr
-    assert sorted(p.name for p in root.iterdir()) == ["server.lock"]  # no key, no clients, no database
+    assert sorted(p.name for p in root.iterdir()) == [".fusionsync-root", "server.lock"]  # no key, clients, database
 
 
 def test_the_credentials_file_is_private_and_follows_the_port(tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ def test_the_credentials_file_is_private_and_follows_the_port(tmp_path: Path) ->
         path = again.credentials_file
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert again.credentials()["root_url"] == again.root_url  # rewritten by the new owner, whole
-        assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no temporary left
+        assert [p.name for p in root.iterdir() if p.name.startswith(".")] == [".fusionsync-root"]  # no temporary
     finally:
         again.stop()
 
@@ -284,7 +284,7 @@ def test_a_database_of_the_first_release_is_migrated(tmp_path: Path) -> None:
     async def run() -> None:
         store = await SqlMetaStore.open(f"sqlite:///{path}")
         try:
-            assert await store.catalogs() == [{"identifier": "cat"}]
+            assert await store.catalogs(0, 10) == ([{"identifier": "cat"}], False)
             op = await store.operation("op1")
             assert op is not None and op.state == "open" and op.target == ("cat", "D", "s", "csv")
             assert [(p.number, p.ref, p.size) for p in await store.parts("op1")] == [(1, "", 5)]

@@ -190,6 +190,7 @@ def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    (tmp_path / "server.pem").chmod(0o600)  # a key others may read is refused
     pem = str(tmp_path / "server.pem")
     server = start_server(tmp_path / "root", "--tls-cert", pem, "--tls-key", pem, ca_file=tmp_path / "ca.pem")
     try:

@@ -34,18 +34,6 @@ def fail(exc: BaseException) -> NoReturn:
 EXIT_STATUS_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
-def _parse_clients(values: tuple[str, ...]) -> dict[str, str] | None:
-    if not values:
-        return None
-    clients: dict[str, str] = {}
-    for value in values:
-        client_id, sep, secret = value.partition(":")
-        if not sep or not client_id or not secret:
-            raise click.BadParameter(f"{value!r} is not of the form ID:SECRET", param_hint="--client")
-        clients[client_id] = secret
-    return clients
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_STATUS_HELP)
 @click.version_option(__version__, prog_name="fusionsync")
 def main() -> None:
@@ -319,14 +307,6 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
 )
 @click.option("--no-auth", is_flag=True, help="Accept every request without a token (purely local use).")
 @click.option(
-    "--client",
-    "clients",
-    multiple=True,
-    metavar="ID:SECRET",
-    help="An OAuth2 client allowed to get tokens (repeatable). Default: ROOT/clients.json, "
-    "created with one random client when missing.",
-)
-@click.option(
     "--page-size",
     default=1000,
     show_default=True,
@@ -337,8 +317,29 @@ def ls(path: str, credentials: str, root_url: str | None, long: bool) -> None:
     "--token-ttl",
     default=3600,
     show_default=True,
+    type=click.IntRange(1, 86400),
+    help="Lifetime of issued tokens and of web sign-in sessions, in seconds (at most a day).",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
     type=click.IntRange(1),
-    help="Lifetime of issued tokens and of web sign-in sessions, in seconds.",
+    help="Open connections per server process; past it, the oldest idle or half-sent one is closed.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a request's line and headers may take to arrive (408 after).",
+)
+@click.option(
+    "--read-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="A request body that brings less than 1 KiB in this many seconds is cut off.",
 )
 @click.option(
     "--max-upload-size",
@@ -390,9 +391,11 @@ def serve(
     host: str,
     port: int,
     no_auth: bool,
-    clients: tuple[str, ...],
     page_size: int,
     token_ttl: int,
+    max_connections: int,
+    header_timeout: float,
+    read_timeout: float,
     max_upload_size: int,
     metadata: str,
     blobs: str,
@@ -407,9 +410,10 @@ def serve(
     --no-auth) and Prometheus metrics at /metrics.
 
     By default metadata lives in ROOT/catalog.sqlite and file blobs under ROOT/blobs; ROOT also holds the
-    signing key, the clients and the server's lock (a second server on ROOT refuses to start). Unless
-    --no-auth is given, a client_credentials.json for the first client is written to ROOT, ready for
-    fusionsync or the official SDK.
+    signing key, the clients (managed with fusionsync clients), the audit log and the server's lock (a second
+    server on ROOT refuses to start). ROOT must be new, empty or a root of ours; it and everything in it is
+    its owner's only. Unless --no-auth is given, a first start makes one admin client and writes its
+    client_credentials.json to ROOT, ready for fusionsync or the official SDK.
     """
     from fusionsync.server import ServeError, ServerConfig, run
 
@@ -423,7 +427,9 @@ def serve(
         auth=not no_auth,
         page_size=page_size,
         token_ttl=token_ttl,
-        clients=_parse_clients(clients),
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+        read_timeout=read_timeout,
         max_upload_bytes=max_upload_size,
         metadata=metadata,
         blobs=blobs,
@@ -432,6 +438,9 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
+
+    for warning in exposure_warnings(host, no_auth, tls=tls_cert is not None):
+        click.echo(f"fusionsync: warning: {warning}", err=True)
 
     def ready(bound: int) -> None:
         auth = "authentication off" if no_auth else f"credentials in {root / 'client_credentials.json'}"
@@ -444,6 +453,24 @@ def serve(
         fail(UsageError(str(exc)))
     except OSError as exc:
         fail(UsageError(f"cannot serve from {root}: {exc.strerror or exc}"))
+
+
+def exposure_warnings(host: str, no_auth: bool, tls: bool) -> list[str]:
+    """What is unsafe about serving on ``host`` so: beyond loopback, without TLS or without authentication."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return []
+    warnings = []
+    if no_auth:
+        warnings.append(f"--no-auth on {host}: anyone who reaches this address may read, change and delete everything")
+    if not tls:
+        warnings.append(f"serving {host} without TLS: secrets, tokens and data cross the network in clear text")
+    return warnings
 
 
 @main.command()
@@ -459,4 +486,9 @@ def demo(keep: Path | None) -> None:
 from fusionsync import cli_admin  # noqa: E402  (its commands use the options above)
 
 for command in cli_admin.commands():
+    main.add_command(command)
+
+from fusionsync import cli_clients  # noqa: E402
+
+for command in cli_clients.commands():
     main.add_command(command)

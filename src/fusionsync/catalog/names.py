@@ -8,6 +8,7 @@ mirrors, so it must be a *safe path segment*: not empty, not ``.`` or ``..``, no
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MAX_SEGMENT_BYTES = 255
 _FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -38,6 +39,24 @@ def identifier_problem(value: object) -> str | None:
     except UnicodeEncodeError:
         return "must be valid unicode"
     return None
+
+
+def catalog_identifier_problem(value: object) -> str | None:
+    """Why ``value`` may not name something in a catalog: an unsafe identifier, or one holding invisible
+    characters (Unicode controls and format characters such as a zero-width space or a bidi override, which
+    make two names look alike), or one not in Unicode NFC (two spellings of one name); None when it may."""
+    problem = identifier_problem(value)
+    if problem is not None or not isinstance(value, str) or value.isascii():
+        return problem
+    for char in value:
+        if unicodedata.category(char) in INVISIBLE:
+            return f"must not contain invisible or control characters (U+{ord(char):04X})"
+    if not unicodedata.is_normalized("NFC", value):
+        return "must be in Unicode normal form NFC"
+    return None
+
+
+INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def plain_text(value: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from fusionsync import __version__
-from fusionsync.catalog.names import identifier_problem
+from fusionsync.catalog.names import catalog_identifier_problem
 from fusionsync.server import (
     events,
     metrics,
@@ -26,6 +27,7 @@ from fusionsync.server import (
     routes_upload,
 )
 from fusionsync.server import web as web_pages
+from fusionsync.server.access import CLIENT, audited, authorise, sign_in
 from fusionsync.server.auth import API, FUSION, bearer
 from fusionsync.server.common import (
     MAX_JSON_BODY,
@@ -34,6 +36,7 @@ from fusionsync.server.common import (
     error_response,
     json_response,
 )
+from fusionsync.server.connections import guard_of
 from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import FORM, Answer, Api, Op, document
 
@@ -64,7 +67,7 @@ def _path_problem(raw_path: str) -> str | None:
         if segment == "" and i == len(segments) - 1:
             continue
         value = unquote(segment, errors="strict")
-        problem = identifier_problem(value)
+        problem = catalog_identifier_problem(value)
         if problem is not None:
             return f"path segment {value!r} {problem}"
     return None
@@ -72,20 +75,47 @@ def _path_problem(raw_path: str) -> str | None:
 
 def _check_auth(request: web.Request, st: State) -> None:
     claims = st.tokens.verify(bearer(request.headers.get("Authorization")) or "", API)
-    if claims is None:
+    client = st.tokens.client(claims.subject) if claims is not None else None
+    if client is None:
         raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
-    request["client"] = claims.subject
+    request[CLIENT] = client
     parts = request.path[len(API_PREFIX) :].split("/")
+    authorise(request, client, parts)
     if "distributions" in parts and len(parts) > 4 and parts[0] == "catalogs" and parts[2] == "datasets":
         scope = f"{parts[1]}/{parts[3]}"
         token = bearer(request.headers.get("Fusion-Authorization")) or ""
-        if st.tokens.verify(token, FUSION, scope) is None:
+        fusion = st.tokens.verify(token, FUSION, scope)
+        if fusion is None or fusion.subject != client.id:
             raise ApiError(401, f"a valid fusion token for dataset {parts[3]!r} is required (Fusion-Authorization)")
 
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reject unsafe paths and unauthenticated calls; turn every error into JSON."""
+    """Follow the request's course for the connection limits; answer it; audit it."""
+    connection = guard_of(request)
+    if connection is not None:
+        connection.started(request)
+    try:
+        answer = await _answer(request, handler)
+    finally:
+        if connection is not None:
+            connection.finished()
+    st = request.app[STATE]
+    if audited(request.method, answer.status) and request.path != TOKEN_PATH:
+        client = request.get(CLIENT)
+        st.audit.record(
+            "refused" if answer.status in (401, 403) else "change",
+            client=client.id if client is not None else None,
+            address=request.remote,
+            method=request.method,
+            path=request.path,
+            status=answer.status,
+        )
+    return answer
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Reject unsafe paths and unauthenticated or unauthorised calls; turn every error into JSON."""
     st = request.app[STATE]
     try:
         if request.path.startswith(API_PREFIX):
@@ -114,7 +144,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         cause = exc.__cause__
         detail = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
         return error_response(400, f"unreadable request body: {detail}")
-    except (asyncio.CancelledError, ConnectionError):
+    except asyncio.CancelledError:
+        raise
+    except ConnectionError:
+        transport = request.transport
+        if transport is None or transport.is_closing():  # the client left, or was cut off: nothing to log
+            return error_response(400, "the connection was lost")
         raise
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
@@ -136,6 +171,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def token_endpoint(request: web.Request) -> web.Response:
     """OAuth2 client-credentials grant: form ``grant_type, client_id, client_secret[, aud]``."""
     st = request.app[STATE]
+    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+        return json_response({"error": "invalid_request", "message": "a token request has no Content-Encoding"}, 400)
     try:
         form = await request.post()
     except (ValueError, LookupError, HttpProcessingError) as exc:  # malformed multipart, not text, unknown charset
@@ -146,9 +183,17 @@ async def token_endpoint(request: web.Request) -> web.Response:
     client_id, secret = form.get("client_id"), form.get("client_secret")
     if not isinstance(client_id, str) or not isinstance(secret, str):
         return json_response({"error": "invalid_request", "message": "client_id and client_secret required"}, 400)
-    if st.config.auth and not st.tokens.check_client(client_id, secret):
+    if not st.config.auth:
+        token = st.tokens.issue(client_id, API)
+        return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
+    client, wait = await sign_in(st, client_id, secret, request.remote)
+    if wait > 0:
+        message = f"too many failed token requests; try again in {math.ceil(wait)} s"
+        headers = {"Retry-After": str(math.ceil(wait))}
+        return json_response({"error": "slow_down", "message": message}, 429, headers=headers)
+    if client is None:
         return json_response({"error": "invalid_client", "message": "unknown client or wrong secret"}, 401)
-    token = st.tokens.issue(client_id, API)
+    token = st.tokens.issue(client.id, API)
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": st.tokens.ttl})
 
 
@@ -196,4 +241,11 @@ def make_app(live: State | None = None, shared: metrics.Shared | None = None) ->
             await live.meta.close_subscriptions()
 
     app.on_shutdown.append(end_subscriptions)
+    app.on_response_prepare.append(_common_headers)
     return app
+
+
+async def _common_headers(request: web.Request, answer: web.StreamResponse) -> None:
+    """No answer is kept by a cache (they are for one client's eyes), and none tells the server's versions."""
+    answer.headers[hdrs.CACHE_CONTROL] = "no-store"
+    answer.headers[hdrs.SERVER] = "fusionsync"

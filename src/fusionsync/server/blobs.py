@@ -32,6 +32,8 @@ from fusionsync.server.uploads import SIDE, in_place, parts_digest
 SMALL_READ = 2**16
 """Reads up to this size are answered from one read on the event loop (a page-cache read of 64 KiB)."""
 COPY_CHUNK = 4 * 2**20
+SLOTS_AHEAD = 16
+"""How far past the end of an upload's file a part may be written in its slot (parts sent in parallel)."""
 PART_LOCKS = 2**62
 """Where the locks of the parts sit in the operation file's lock space (the byte PART_LOCKS + number): past
 any content, and inside the range the completion locks."""
@@ -170,7 +172,11 @@ class FolderBlobs:
 
     async def part_writer(self, op_id: str, handle: str, number: int, length: int | None) -> _PartWriter:
         fd = await asyncio.get_running_loop().run_in_executor(None, self._open_op, op_id, PART_LOCKS + number, 1)
-        return _PartWriter(fd, number, length is not None and length <= PART_SIZE, self._side(op_id, number))
+        # In its slot when it fits and the slot is near the file's end: a lone part 10,000 must not make a
+        # sparse file of 49 GiB (parts sent far ahead are kept apart, and copied at completion)
+        near = (number - 1 - SLOTS_AHEAD) * PART_SIZE <= os.fstat(fd).st_size
+        in_slot = length is not None and length <= PART_SIZE and near
+        return _PartWriter(fd, number, in_slot, self._side(op_id, number))
 
     async def complete(self, op_id: str, handle: str, checked: Callable[[], Awaitable[list[Part]]]) -> Written:
         loop = asyncio.get_running_loop()
@@ -238,16 +244,30 @@ class FolderBlobs:
 
     def _sweep(self, live_blobs: set[str], live_operations: dict[str, str], min_age: float) -> int:
         removed = 0  # no other server writes here (min_age is for stores shared between hosts)
-        for path in self.tmp.iterdir():
-            if not (path.name.startswith("op-") and path.name[3:].split(".")[0] in live_operations):
-                _unlink(path)
-                removed += 1
-        for shard in self.blobs.iterdir():
-            for path in shard.iterdir():
-                if path.name not in live_blobs and path.name not in live_operations:
-                    _unlink(path)
-                    removed += 1
+        for entry in _entries(self.tmp):  # a link is removed as a name, never followed
+            if not (entry.name.startswith("op-") and entry.name[3:].split(".")[0] in live_operations):
+                removed += _remove(entry)
+        for shard in _entries(self.blobs):
+            if not shard.is_dir(follow_symlinks=False):
+                removed += _remove(shard)
+                continue
+            for entry in _entries(Path(shard.path)):
+                if entry.name not in live_blobs and entry.name not in live_operations:
+                    removed += _remove(entry)
         return removed
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return list(entries)
+
+
+def _remove(entry: os.DirEntry[str]) -> int:
+    """Remove a swept entry: a file or link (not what it points to); a folder is left alone."""
+    if entry.is_dir(follow_symlinks=False):
+        return 0
+    _unlink(entry.path)
+    return 1
 
 
 class _PartWriter:

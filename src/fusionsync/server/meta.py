@@ -11,6 +11,7 @@ commit waits for its write-ahead log to reach the disk, and on SQLite a transact
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from typing import Any
@@ -22,9 +23,34 @@ from fusionsync.server.meta_attrs import Descriptions
 from fusionsync.server.meta_browse import Browsing
 from fusionsync.server.meta_uploads import Operations, result_json
 from fusionsync.server.schema import MIGRATIONS
-from fusionsync.server.store import CREATED, DELETED, REPLACED, Commit, Distribution, SeriesMember, now_iso
+from fusionsync.server.store import (
+    CREATED,
+    DELETED,
+    PAGE_BYTES,
+    REPLACED,
+    Commit,
+    Distribution,
+    Page,
+    SeriesMember,
+    now_iso,
+)
 
 DIST_COLUMNS = "series, format, blob, size, digest, checksum, modified, file_name"
+PAGE_BATCH = 64
+log = logging.getLogger("fusionsync.server")
+
+
+def readable(identifier: str, meta: str) -> dict[str, Any]:
+    """Stored metadata as a dict; metadata that cannot be read back (stored by an earlier release: nested too
+    deeply, not JSON) answers a stand-in naming the item, so one bad item never breaks a listing."""
+    try:
+        value = json.loads(meta)
+        if isinstance(value, dict):
+            return value
+    except (ValueError, RecursionError):
+        pass
+    log.warning("the stored metadata of %r cannot be read; delete or rewrite it", identifier)
+    return {"identifier": identifier, "title": identifier, "description": "(stored metadata unreadable)"}
 
 
 class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
@@ -59,17 +85,39 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
 
     async def _meta(self, sql: str, *args: Any) -> dict[str, Any] | None:
         row = await self.db.one(sql, *args)
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else readable(row[0], row[1])
 
-    async def _metas(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        return [json.loads(m) for (m,) in await self.db.all(sql, *args)]
+    async def _page(self, sql: str, args: tuple[Any, ...], start: int, count: int) -> Page:
+        """Up to ``count`` items of a listing (``id, meta`` rows) from ``start``, read a batch of rows at a time,
+        fewer once they hold ``PAGE_BYTES``; and whether more follow."""
+        items: list[dict[str, Any]] = []
+        held = 0
+        while len(items) < count:
+            batch = min(PAGE_BATCH, count - len(items))
+            rows = await self.db.all(f"{sql} LIMIT ? OFFSET ?", *args, batch + 1, start + len(items))
+            for identifier, meta in rows[:batch]:
+                if items and held + len(meta) > PAGE_BYTES:
+                    return items, True
+                items.append(readable(identifier, meta))
+                held += len(meta)
+            if len(rows) <= batch:
+                return items, False
+        return items, True
 
     # -- catalogs ---------------------------------------------------------------------
     async def catalog(self, catalog: str) -> dict[str, Any] | None:
-        return await self._meta("SELECT meta FROM catalogs WHERE id=?", catalog)
+        return await self._meta("SELECT id, meta FROM catalogs WHERE id=?", catalog)
 
-    async def catalogs(self) -> list[dict[str, Any]]:
-        return await self._metas("SELECT meta FROM catalogs ORDER BY id")
+    async def catalogs(self, start: int, count: int, only: frozenset[str] | None = None) -> Page:
+        if only is None:
+            return await self._page("SELECT id, meta FROM catalogs ORDER BY id", (), start, count)
+        if not only:
+            return [], False
+        names = sorted(only)
+        marks = ", ".join("?" * len(names))
+        return await self._page(
+            f"SELECT id, meta FROM catalogs WHERE id IN ({marks}) ORDER BY id", (*names,), start, count
+        )
 
     async def create_catalog(self, catalog: str, meta: dict[str, Any]) -> bool:
         sql = "INSERT INTO catalogs(id, meta) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
@@ -88,10 +136,10 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
 
     # -- products ---------------------------------------------------------------------
     async def product(self, catalog: str, product: str) -> dict[str, Any] | None:
-        return await self._meta("SELECT meta FROM products WHERE catalog=? AND id=?", catalog, product)
+        return await self._meta("SELECT id, meta FROM products WHERE catalog=? AND id=?", catalog, product)
 
-    async def products(self, catalog: str) -> list[dict[str, Any]]:
-        return await self._metas("SELECT meta FROM products WHERE catalog=? ORDER BY id", catalog)
+    async def products(self, catalog: str, start: int, count: int) -> Page:
+        return await self._page("SELECT id, meta FROM products WHERE catalog=? ORDER BY id", (catalog,), start, count)
 
     async def put_product(self, catalog: str, product: str, meta: dict[str, Any], links: list[str]) -> None:
         async with self.db.transaction() as tx:
@@ -110,12 +158,16 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
             deleted = await tx.run("DELETE FROM products WHERE catalog=? AND id=?", catalog, product)
         return bool(deleted)
 
-    async def product_datasets(self, catalog: str, product: str | None = None) -> list[tuple[str, str]]:
+    async def product_datasets(
+        self, catalog: str, product: str | None = None, start: int = 0, count: int = -1
+    ) -> list[tuple[str, str]]:
         if product is None:
             sql = "SELECT product, dataset FROM product_datasets WHERE catalog=? ORDER BY product, dataset"
-            return [(p, d) for p, d in await self.db.all(sql, catalog)]
-        sql = "SELECT product, dataset FROM product_datasets WHERE catalog=? AND product=? ORDER BY dataset"
-        return [(p, d) for p, d in await self.db.all(sql, catalog, product)]
+            rows = await self.db.all(sql + " LIMIT ? OFFSET ?", catalog, _limit(count), start)
+        else:
+            sql = "SELECT product, dataset FROM product_datasets WHERE catalog=? AND product=? ORDER BY dataset"
+            rows = await self.db.all(sql + " LIMIT ? OFFSET ?", catalog, product, _limit(count), start)
+        return [(p, d) for p, d in rows]
 
     async def link_product_datasets(self, catalog: str, product: str, datasets: list[str]) -> None:
         await _link(self.db, catalog, [(product, d) for d in datasets])
@@ -126,23 +178,28 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
 
     # -- datasets ---------------------------------------------------------------------
     async def dataset(self, catalog: str, dataset: str) -> dict[str, Any] | None:
-        return await self._meta("SELECT meta FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
+        return await self._meta("SELECT id, meta FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
 
     async def has_dataset(self, catalog: str, dataset: str) -> bool:
         return await self.db.one("SELECT 1 FROM datasets WHERE catalog=? AND id=?", catalog, dataset) is not None
 
-    async def datasets(self, catalog: str) -> list[dict[str, Any]]:
-        return await self._metas("SELECT meta FROM datasets WHERE catalog=? ORDER BY id", catalog)
+    async def incarnation(self, catalog: str, dataset: str) -> str | None:
+        row = await self.db.one("SELECT incarnation FROM datasets WHERE catalog=? AND id=?", catalog, dataset)
+        return None if row is None else str(row[0])
+
+    async def datasets(self, catalog: str, start: int, count: int) -> Page:
+        return await self._page("SELECT id, meta FROM datasets WHERE catalog=? ORDER BY id", (catalog,), start, count)
 
     async def put_dataset(self, catalog: str, dataset: str, meta: dict[str, Any], products: list[str]) -> None:
         async with self.db.transaction() as tx:
             await tx.run(
-                "INSERT INTO datasets(catalog, id, meta, modified) VALUES (?, ?, ?, ?) "
+                "INSERT INTO datasets(catalog, id, meta, modified, incarnation) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (catalog, id) DO UPDATE SET meta=excluded.meta",
                 catalog,
                 dataset,
                 json.dumps(meta),
                 now_iso(),
+                secrets.token_hex(8),
             )
             await _link(tx, catalog, [(p, dataset) for p in products])
 
@@ -156,8 +213,11 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
         row = await self.db.one(sql, catalog, dataset, series)
         return None if row is None else str(row[0])
 
-    async def series_list(self, catalog: str, dataset: str, series: str | None = None) -> list[SeriesMember]:
-        """The series members (or the one named), with the dates their distributions' uploads declared."""
+    async def series_list(
+        self, catalog: str, dataset: str, series: str | None = None, start: int = 0, count: int = -1
+    ) -> list[SeriesMember]:
+        """The series members (or the one named; ``count`` of them from ``start``), with the dates their
+        distributions' uploads declared."""
         sql = (
             "SELECT s.id, s.created, MIN(d.from_date), MAX(d.to_date) FROM series s LEFT JOIN distributions d "
             "ON d.catalog=s.catalog AND d.dataset=s.dataset AND d.series=s.id WHERE s.catalog=? AND s.dataset=?"
@@ -165,7 +225,9 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
         args: tuple[str, ...] = (catalog, dataset) if series is None else (catalog, dataset, series)
         if series is not None:
             sql += " AND s.id=?"
-        rows = await self.db.all(sql + " GROUP BY s.id, s.created ORDER BY s.id", *args)
+        rows = await self.db.all(
+            sql + " GROUP BY s.id, s.created ORDER BY s.id LIMIT ? OFFSET ?", *args, _limit(count), start
+        )
         return [SeriesMember(*row) for row in rows]
 
     async def distribution(self, catalog: str, dataset: str, series: str, fmt: str) -> Distribution | None:
@@ -173,8 +235,10 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
         row = await self.db.one(sql, catalog, dataset, series, fmt)
         return None if row is None else Distribution(catalog, dataset, *row)
 
-    async def distributions(self, catalog: str, dataset: str, series: str | None = None) -> list[Distribution]:
-        return await _distributions(self.db, catalog, dataset, series)
+    async def distributions(
+        self, catalog: str, dataset: str, series: str | None = None, start: int = 0, count: int = -1
+    ) -> list[Distribution]:
+        return await _distributions(self.db, catalog, dataset, series, start, count)
 
     async def commit(self, item: Commit) -> bool:
         return await self._commits(item)
@@ -193,9 +257,9 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
 
     async def _record(self, tx: Tx, item: Commit) -> tuple[bool | None, tuple[str, Distribution] | None]:
         dist = item.dist
-        touched = "UPDATE datasets SET modified=? WHERE catalog=? AND id=?"
-        if await tx.run(touched, dist.modified, dist.catalog, dist.dataset) == 0:
-            return None, None  # nothing written for this one
+        touched = "UPDATE datasets SET modified=? WHERE catalog=? AND id=? AND incarnation=?"
+        if await tx.run(touched, dist.modified, dist.catalog, dist.dataset, item.incarnation) == 0:
+            return None, None  # nothing written for this one: the dataset is gone (or is another by that name)
         key = (dist.catalog, dist.dataset, dist.series, dist.format)
         old = await tx.one(
             "SELECT blob FROM distributions WHERE catalog=? AND dataset=? AND series=? AND format=?", *key
@@ -291,17 +355,24 @@ class SqlMetaStore(Descriptions, Browsing, Operations, EventLog):
         return [b for (b,) in rows]
 
 
+def _limit(count: int) -> int:
+    """A LIMIT both databases take (-1: no limit)."""
+    return count if count >= 0 else 2**62
+
+
 def _key(dist: Distribution) -> tuple[str, str, str, str]:
     return dist.catalog, dist.dataset, dist.series, dist.format
 
 
-async def _distributions(tx: Tx, catalog: str, dataset: str, series: str | None) -> list[Distribution]:
+async def _distributions(
+    tx: Tx, catalog: str, dataset: str, series: str | None, start: int = 0, count: int = -1
+) -> list[Distribution]:
     sql = f"SELECT {DIST_COLUMNS} FROM distributions WHERE catalog=? AND dataset=?"
-    args: tuple[str, ...] = (catalog, dataset)
+    args: tuple[str | int, ...] = (catalog, dataset)
     if series is not None:
         sql += " AND series=?"
         args = (*args, series)
-    rows = await tx.all(sql + " ORDER BY series, format", *args)
+    rows = await tx.all(sql + " ORDER BY series, format LIMIT ? OFFSET ?", *args, _limit(count), start)
     return [Distribution(catalog, dataset, *row) for row in rows]
 
 

@@ -12,7 +12,9 @@ from fusionsync.server.db import Database, Tx
 from fusionsync.server.meta_browse import EXPIRED
 from fusionsync.server.store import COMPLETING, DONE, OPEN, Distribution, Operation, Part
 
-OP_COLUMNS = "id, catalog, dataset, series, format, handle, state, touched, claimed, digest, result"
+OP_COLUMNS = (
+    "id, catalog, dataset, series, format, handle, state, touched, claimed, digest, result, incarnation, client"
+)
 
 
 def result_json(dist: Distribution) -> str:
@@ -20,7 +22,7 @@ def result_json(dist: Distribution) -> str:
 
 
 def _operation(row: tuple[object, ...]) -> Operation:
-    op_id, catalog, dataset, series, fmt, handle, state, touched, claimed, digest, result = row
+    op_id, catalog, dataset, series, fmt, handle, state, touched, claimed, digest, result, incarnation, client = row
     target = (str(catalog), str(dataset), str(series), str(fmt))
     stored = None if result is None else Distribution(*target, *json.loads(str(result)))
     return Operation(
@@ -32,6 +34,8 @@ def _operation(row: tuple[object, ...]) -> Operation:
         None if claimed is None else float(claimed),  # type: ignore[arg-type]
         None if digest is None else str(digest),
         stored,
+        str(incarnation),
+        str(client),
     )
 
 
@@ -45,17 +49,25 @@ class Operations:
 
     db: Database
 
-    async def start_operation(self, op_id: str, target: tuple[str, str, str, str], handle: str) -> None:
+    async def start_operation(
+        self, op_id: str, target: tuple[str, str, str, str], handle: str, incarnation: str, client: str
+    ) -> None:
         await self.db.run(
-            "INSERT INTO operations(id, catalog, dataset, series, format, created, handle, state, touched) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO operations(id, catalog, dataset, series, format, created, handle, state, touched, "
+            "incarnation, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             op_id,
             *target,
             str(time.time()),
             handle,
             OPEN,
             time.time(),
+            incarnation,
+            client,
         )
+
+    async def open_operation_count(self, client: str) -> int:
+        row = await self.db.one("SELECT COUNT(*) FROM operations WHERE client=? AND state <> ?", client, DONE)
+        return int(row[0])
 
     async def operation(self, op_id: str) -> Operation | None:
         row = await self.db.one(f"SELECT {OP_COLUMNS} FROM operations WHERE id=?", op_id)

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from fusionsync.server import models as m
 from fusionsync.server.common import (
+    MAX_JSON_BODY,
     check_body_identifier,
     deleted,
     ident,
@@ -52,7 +53,7 @@ async def list_attributes(request: web.Request) -> web.Response:
 )
 async def put_attributes(request: web.Request) -> web.Response:
     catalog, dataset = await require_dataset(request)
-    body = await json_body(request, m.AttributeList)
+    body = await json_body(request, m.AttributeList, MAX_JSON_BODY)
     attributes = [_attribute(a) for a in body["attributes"]]
     names = [a["identifier"] for a in attributes]
     if len(set(names)) != len(names):
@@ -122,7 +123,7 @@ async def list_catalog_attributes(request: web.Request) -> web.Response:
 )
 async def register_attributes(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
-    attributes = [_attribute(a) for a in await json_body(request, list[m.AttributeBody])]
+    attributes = [_attribute(a) for a in await json_body(request, list[m.AttributeBody], MAX_JSON_BODY)]
     store = state(request).meta
     await store.register_attributes(catalog, attributes)
     return json_response({"resources": await store.catalog_attributes(catalog)})
@@ -139,7 +140,7 @@ async def register_attributes(request: web.Request) -> web.Response:
 )
 async def add_attribute_lineage(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
-    entries = await json_body(request, list[m.AttributeLineage])
+    entries = await json_body(request, list[m.AttributeLineage], MAX_JSON_BODY)
     pairs = [(entry["source"], target) for entry in entries for target in entry["targets"]]
     await state(request).meta.add_attribute_lineage(catalog, pairs)
     return json_response({"count": len(pairs)})

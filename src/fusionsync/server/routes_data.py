@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
 from fusionsync.server import models as m
-from fusionsync.server.common import deleted, ident, paged, require_series, state
+from fusionsync.server.common import deleted, ident, page_answer, page_of, paged, require_series, state
 from fusionsync.server.content import send, wanted_range
 from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import BINARY, Answer, Api, H, Param
@@ -25,6 +26,13 @@ MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "parquet": "applic
 def distribution_file_name(dist: Distribution) -> str:
     """The file name a distribution is known by (the SDK's naming when none was uploaded)."""
     return dist.file_name or f"{dist.dataset}__{dist.catalog}__{dist.series}.{dist.format}"
+
+
+def content_disposition(name: str) -> str:
+    """An attachment named ``name`` as RFC 6266 has it: ``filename*`` with the name percent-encoded in UTF-8,
+    and a plain ``filename`` for old clients with every character that could end or escape it replaced."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def distribution_file_id(dist: Distribution) -> str:
@@ -88,7 +96,9 @@ DOWNLOAD = {"params": RANGE_PARAMS, "errors": frozenset({404, 416})}
 )
 async def list_distributions(request: web.Request) -> web.Response:
     catalog, dataset, series = await require_series(request)
-    return paged(request, [dist_meta(d) for d in await state(request).meta.distributions(catalog, dataset, series)])
+    start, size = page_of(request)
+    dists = await state(request).meta.distributions(catalog, dataset, series, start, size + 1)
+    return page_answer(request, [dist_meta(d) for d in dists[:size]], len(dists) > size)
 
 
 async def _require_distribution(request: web.Request) -> Distribution:
@@ -180,7 +190,7 @@ async def file_response(request: web.Request, dist: Distribution) -> web.StreamR
         "x-jpmc-checksum": dist.checksum,
         "x-jpmc-checksum-algorithm": "SHA-256",
         hdrs.CONTENT_TYPE: "application/octet-stream",
-        hdrs.CONTENT_DISPOSITION: f'attachment; filename="{distribution_file_name(dist)}"',
+        hdrs.CONTENT_DISPOSITION: content_disposition(distribution_file_name(dist)),
     }
     span = wanted_range(request, dist.size)
     start, count = span if span is not None else (0, dist.size)

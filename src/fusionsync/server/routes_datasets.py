@@ -4,31 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
+import msgspec
+from aiohttp import hdrs, web
 
 from fusionsync.server import models as m
+from fusionsync.server.access import CLIENT
+from fusionsync.server.auth import FUSION
 from fusionsync.server.common import (
     check_body_identifier,
     deleted,
     ident,
     json_body,
     json_response,
-    paged,
+    page_answer,
+    page_of,
     require_catalog,
     require_dataset,
     require_series,
     state,
+    unique,
 )
 from fusionsync.server.errors import ApiError
 from fusionsync.server.routes_meta import existing_resource, linked_names, merge
 from fusionsync.server.spec import Answer, Api, Param
-from fusionsync.server.store import SeriesMember
+from fusionsync.server.store import Distribution, SeriesMember
 
 api = Api()
 DATASETS = "/api/v1/catalogs/{catalog}/datasets"
 DATASET = DATASETS + "/{dataset}"
 SERIES = DATASET + "/datasetseries"
 RESERVED_DATASETS = {"changes"}
+MAX_CHANGE_DATASETS = 100
+"""Datasets one change listing may name (once each)."""
+CHANGE_BATCH = 1000
+"""Distributions read (and sent) at a time."""
 NOT_FOUND = frozenset({404})
 
 DATASET_DEFAULTS: dict[str, Any] = {
@@ -48,7 +57,9 @@ DATASET_DEFAULTS: dict[str, Any] = {
 @api.op("GET", DATASETS, "List datasets", {200: Answer("One page", m.DatasetList)}, paged=True, errors=NOT_FOUND)
 async def list_datasets(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
-    return paged(request, [_as_seen(meta) for meta in await state(request).meta.datasets(catalog)])
+    start, size = page_of(request)
+    items, more = await state(request).meta.datasets(catalog, start, size)
+    return page_answer(request, [_as_seen(meta) for meta in items], more)
 
 
 def _as_seen(meta: dict[str, Any]) -> dict[str, Any]:
@@ -72,40 +83,48 @@ def _as_seen(meta: dict[str, Any]) -> dict[str, Any]:
     ),
     errors=NOT_FOUND,
 )
-async def changes(request: web.Request) -> web.Response:
-    """The change listing: every distribution of the named datasets with size and digest."""
+async def changes(request: web.Request) -> web.StreamResponse:
+    """The change listing: every distribution of the named datasets with size and digest, streamed a batch of
+    distributions at a time (memory stays bounded however many a dataset holds)."""
     catalog = await require_catalog(request)
     if not request.query.get("datasets"):
         raise ApiError(400, "query parameter 'datasets' is required")
-    wanted = [check_body_identifier(d, "dataset") for d in request.query["datasets"].split(",")]
+    named = [check_body_identifier(d, "dataset") for d in request.query["datasets"].split(",")]
+    wanted = unique(named, "datasets", MAX_CHANGE_DATASETS)
     store = state(request).meta
-    out = []
-    for dataset in wanted:
+    found = []
+    for dataset in wanted:  # every dataset checked before the answer begins (a 404 is still possible)
         modified = await store.dataset_modified(catalog, dataset)
         if modified is None:
             raise ApiError(404, f"dataset {dataset!r} not found in catalog {catalog!r}")
-        dists = await store.distributions(catalog, dataset)
-        if not dists:
-            continue
-        rows = [
-            {
-                "key": f"{dataset}/{d.series}/distribution.{d.format}",
-                "values": [
-                    d.modified,
-                    str(d.size),
-                    f"SHA-256={d.digest}",
-                    catalog,
-                    dataset,
-                    d.series,
-                    d.format,
-                    "fusionsync",
-                    d.blob,
-                ],
-            }
-            for d in dists
-        ]
-        out.append({"key": dataset, "lastModified": modified, "distributions": rows})
-    return json_response({"datasets": out})
+        found.append((dataset, modified))
+    answer = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json"})
+    answer.enable_chunked_encoding()
+    await answer.prepare(request)
+    await answer.write(b'{"datasets":[')
+    opened = False
+    for dataset, modified in found:
+        start = 0
+        while dists := await store.distributions(catalog, dataset, None, start, CHANGE_BATCH):
+            head = b"" if start else (b"," if opened else b"") + _dataset_head(dataset, modified)
+            opened = True
+            rows = b",".join(msgspec.json.encode(_change_row(catalog, d)) for d in dists)
+            await answer.write(head + (b"," if start else b"") + rows)
+            start += len(dists)
+        if start:
+            await answer.write(b"]}")
+    await answer.write(b"]}")
+    await answer.write_eof()
+    return answer
+
+
+def _dataset_head(dataset: str, modified: str) -> bytes:
+    return msgspec.json.encode({"key": dataset, "lastModified": modified})[:-1] + b',"distributions":['
+
+
+def _change_row(catalog: str, d: Distribution) -> dict[str, Any]:
+    values = [d.modified, str(d.size), f"SHA-256={d.digest}", catalog, d.dataset, d.series, d.format, "fusionsync"]
+    return {"key": f"{d.dataset}/{d.series}/distribution.{d.format}", "values": [*values, d.blob]}
 
 
 @api.op(
@@ -189,8 +208,8 @@ async def fusion_token(request: web.Request) -> web.Response:
     """A fusion token that opens the distributions of this one dataset."""
     catalog, dataset = await require_dataset(request)
     tokens = state(request).tokens
-    subject = request.get("client", "anonymous")
-    token = tokens.issue(str(subject), "fusion", f"{catalog}/{dataset}")
+    client = request.get(CLIENT)
+    token = tokens.issue(client.id if client is not None else "anonymous", FUSION, f"{catalog}/{dataset}")
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": tokens.ttl})
 
 
@@ -200,7 +219,9 @@ async def fusion_token(request: web.Request) -> web.Response:
 @api.op("GET", SERIES, "List series members", {200: Answer("One page", m.SeriesList)}, paged=True, errors=NOT_FOUND)
 async def list_series(request: web.Request) -> web.Response:
     catalog, dataset = await require_dataset(request)
-    return paged(request, [series_meta(s) for s in await state(request).meta.series_list(catalog, dataset)])
+    start, size = page_of(request)
+    members = await state(request).meta.series_list(catalog, dataset, None, start, size + 1)
+    return page_answer(request, [series_meta(s) for s in members[:size]], len(members) > size)
 
 
 def series_meta(member: SeriesMember) -> dict[str, Any]:

@@ -8,15 +8,19 @@ from typing import Any
 from aiohttp import web
 
 from fusionsync.server import models as m
+from fusionsync.server.access import visible_catalogs
 from fusionsync.server.common import (
+    MAX_JSON_BODY,
     check_body_identifier,
     deleted,
     ident,
     json_body,
     json_response,
-    paged,
+    page_answer,
+    page_of,
     require_catalog,
     state,
+    unique,
 )
 from fusionsync.server.errors import ApiError
 from fusionsync.server.spec import Answer, Api
@@ -53,7 +57,9 @@ def linked_names(body: dict[str, Any], key: str) -> list[str]:
 @api.op("GET", CATALOGS, "List catalogs", {200: ONE_PAGE}, paged=True)
 @api.op("GET", CATALOGS + "/", "List catalogs", {200: ONE_PAGE}, paged=True)
 async def list_catalogs(request: web.Request) -> web.Response:
-    return paged(request, await state(request).meta.catalogs())
+    start, size = page_of(request)
+    items, more = await state(request).meta.catalogs(start, size, visible_catalogs(request))
+    return page_answer(request, items, more)
 
 
 @api.op(
@@ -111,7 +117,8 @@ async def delete_catalog(request: web.Request) -> web.Response:
 @api.op("GET", CATALOGS + "/{catalog}/products", "List products", {200: ONE_PAGE}, paged=True, errors=frozenset({404}))
 async def list_products(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
-    return paged(request, await state(request).meta.products(catalog))
+    start, size = page_of(request)
+    return page_answer(request, *await state(request).meta.products(catalog, start, size))
 
 
 async def _require_product(request: web.Request) -> tuple[str, str, dict[str, Any]]:
@@ -133,8 +140,9 @@ async def _require_product(request: web.Request) -> tuple[str, str, dict[str, An
 )
 async def get_product(request: web.Request) -> web.Response:
     catalog, product, meta = await _require_product(request)
-    members = await state(request).meta.product_datasets(catalog, product)
-    return paged(request, [{"identifier": d} for _, d in members], extra=meta)
+    start, size = page_of(request)
+    members = await state(request).meta.product_datasets(catalog, product, start, size + 1)
+    return page_answer(request, [{"identifier": d} for _, d in members[:size]], len(members) > size, extra=meta)
 
 
 PRODUCT_DEFAULTS: dict[str, Any] = {
@@ -210,8 +218,9 @@ async def delete_product(request: web.Request) -> web.Response:
 )
 async def list_product_datasets(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
-    pairs = await state(request).meta.product_datasets(catalog)
-    return paged(request, [{"product": p, "dataset": d} for p, d in pairs])
+    start, size = page_of(request)
+    pairs = await state(request).meta.product_datasets(catalog, None, start, size + 1)
+    return page_answer(request, [{"product": p, "dataset": d} for p, d in pairs[:size]], len(pairs) > size)
 
 
 LINK = {"bodies": {"application/json": m.ProductDatasets}, "body_required": True, "errors": frozenset({404})}
@@ -221,12 +230,13 @@ LINK = {"bodies": {"application/json": m.ProductDatasets}, "body_required": True
 @api.op("POST", LINKS, "Add datasets to a product", {200: Answer("Linked", m.ProductDatasets)}, **LINK)
 async def link_product_datasets(request: web.Request) -> web.Response:
     catalog = await require_catalog(request)
-    body = await json_body(request, m.ProductDatasets)
+    body = await json_body(request, m.ProductDatasets, MAX_JSON_BODY)
     product = check_body_identifier(body["product"], "product")
+    named = unique([check_body_identifier(d, "dataset") for d in body["datasets"]], "datasets")
     store = state(request).meta
     if await store.product(catalog, product) is None:
         raise ApiError(404, f"product {product!r} not found in catalog {catalog!r}")
-    names = await _existing_datasets(request, catalog, [check_body_identifier(d, "dataset") for d in body["datasets"]])
+    names = await _existing_datasets(request, catalog, named)
     await store.link_product_datasets(catalog, product, names)
     return json_response({"product": product, "datasets": names})
 

@@ -10,8 +10,11 @@ from aiohttp import hdrs, web
 from fusionsync.catalog.digest import parse_digest_header
 from fusionsync.server import models as m
 from fusionsync.server import uploads
+from fusionsync.server.access import CLIENT
 from fusionsync.server.common import (
+    MAX_JSON_BODY,
     check_body_identifier,
+    decoded,
     ident,
     json_body,
     json_response,
@@ -52,9 +55,13 @@ OPERATION_ID = Param("operationId", "query", str, required=True)
 
 async def _upload_target(
     request: web.Request,
-) -> tuple[tuple[str, str, str, str], tuple[dict[str, str | None], str | None]]:
-    """The distribution of the URL, and the dates and file name the request declares (checked first)."""
-    catalog, dataset = await require_dataset(request)
+) -> tuple[tuple[str, str, str, str], tuple[dict[str, str | None], str | None], str]:
+    """The distribution of the URL, the dates and file name the request declares (checked first), and the
+    dataset's incarnation."""
+    catalog, dataset = ident(request, "catalog"), ident(request, "dataset")
+    incarnation = await state(request).meta.incarnation(catalog, dataset)  # one query (every upload)
+    if incarnation is None:
+        await require_dataset(request)  # the 404 of the level that is missing
     name = request.headers.get("File-Name")
     if name is not None:  # the name clients will save the file under: a safe file name or none
         check_body_identifier(name, "File-Name")
@@ -65,7 +72,7 @@ async def _upload_target(
         if value is not None and not (value.isascii() and value.isprintable()):
             raise ApiError(400, f"header {DATE_HEADERS[key][0]} {value!r} must be printable ASCII")
     target = catalog, dataset, ident(request, "series", "series member"), ident(request, "format")
-    return target, (dates, name)
+    return target, (dates, name), incarnation or ""
 
 
 def _expected_digest(request: web.Request) -> str:
@@ -73,12 +80,6 @@ def _expected_digest(request: web.Request) -> str:
     if digest is None:
         raise ApiError(400, "header 'Digest: SHA-256=<base64>' is required")
     return digest
-
-
-async def _chunks(request: web.Request) -> Chunks:
-    """The request body as it arrives (an unreadable one is answered 400 by the middleware)."""
-    while chunk := await request.content.readany():
-        yield chunk
 
 
 STORED = {200: Answer("Stored", m.Distribution)}
@@ -97,20 +98,20 @@ SINGLE_SUMMARY = (
 @both("POST", "/{format}", SINGLE_SUMMARY, STORED, **SINGLE)
 async def upload(request: web.Request) -> web.Response:
     """Single-request upload; the body must match the ``Digest`` header (fsync digest or plain SHA-256)."""
-    target, extra = await _upload_target(request)
+    target, extra, incarnation = await _upload_target(request)
     expected = _expected_digest(request)
     st = state(request)
     limit = st.config.max_upload_bytes
     if (request.content_length or 0) > limit:  # refused before a byte is written
         raise ApiError(413, f"request body is larger than {limit} bytes")
     length = request.content_length
-    body: bytes | Chunks = _chunks(request)
+    body: bytes | Chunks = decoded(request, limit)
     if length is not None and length <= FLUSH_BYTES and hdrs.CONTENT_ENCODING not in request.headers:
         # A small body is received in memory and checked before it is stored (many-small-files uploads).
         # Not a compressed one: its Content-Length does not bound what it decodes to. aiohttp's parser stops
         # at the Content-Length, and raises if the body ends short.
-        body = b"".join([chunk async for chunk in _chunks(request)])
-    dist = await uploads.store_whole(st.meta, st.blobs, target, expected, body, limit, extra)
+        body = b"".join([chunk async for chunk in decoded(request, limit)])
+    dist = await uploads.store_whole(st.meta, st.blobs, target, expected, body, limit, extra, incarnation)
     return json_response(dist_meta(dist))
 
 
@@ -123,9 +124,11 @@ async def upload(request: web.Request) -> web.Response:
     errors=frozenset({404}),
 )
 async def start_multipart(request: web.Request) -> web.Response:
-    target, _ = await _upload_target(request)
+    target, _, incarnation = await _upload_target(request)
     st = state(request)
-    return json_response({"operationId": await uploads.begin(st.meta, st.blobs, target)})
+    client = request.get(CLIENT)
+    op_id = await uploads.begin(st.meta, st.blobs, target, incarnation, client.id if client is not None else "")
+    return json_response({"operationId": op_id})
 
 
 PART_OR_COMPLETION = {
@@ -153,24 +156,25 @@ PART_SUMMARY = (
 @both("POST", "/{format}/operations/upload", PART_SUMMARY, PART_ANSWERS, **PART_OR_COMPLETION)
 async def multipart(request: web.Request) -> web.Response:
     """A part (with ``partNumber``) or the completion (without) of a multipart upload."""
-    target, extra = await _upload_target(request)
+    target, extra, _ = await _upload_target(request)
     st = state(request)
     op = await uploads.find(st.meta, request.query.get("operationId", ""), target)
+    most = st.config.max_upload_bytes
     if "partNumber" in request.query:
         problem = f"partNumber must be a whole number from 1 to {uploads.MAX_PARTS}"
         number = whole_number(request.query["partNumber"], problem, digits=len(str(uploads.MAX_PARTS)))
         if not 1 <= number <= uploads.MAX_PARTS:
             raise ApiError(400, problem)
         expected = _expected_digest(request)
-        if (request.content_length or 0) > uploads.MAX_PART_BYTES:
-            raise ApiError(413, f"request body is larger than {uploads.MAX_PART_BYTES} bytes")
+        limit = await uploads.part_limit(st.meta, op, number, most)
+        chunks = decoded(request, limit)
         part = await uploads.receive_part(
-            st.meta, st.blobs, op, number, _chunks(request), request.content_length, expected
+            st.meta, st.blobs, op, number, chunks, request.content_length, expected, limit
         )
         return json_response({"operationId": op.id, "partNumber": number, "size": part.size, "digest": part.digest})
-    body = await json_body(request, m.Completion)
+    body = await json_body(request, m.Completion, MAX_JSON_BODY, uploads.MAX_PARTS)
     expected = _expected_digest(request)
-    dist = await uploads.complete(st.meta, st.blobs, op, expected, body.get("parts"), extra)
+    dist = await uploads.complete(st.meta, st.blobs, op, expected, body.get("parts"), extra, most)
     return json_response(dist_meta(dist))
 
 
@@ -183,7 +187,7 @@ async def multipart(request: web.Request) -> web.Response:
     errors=frozenset({404}),
 )
 async def held_parts(request: web.Request) -> web.Response:
-    target, _ = await _upload_target(request)
+    target, _, _ = await _upload_target(request)
     st = state(request)
     op_id = request.query.get("operationId", "")
     parts = await uploads.held_parts(st.meta, op_id, target, st.config.upload_expiry)

@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +32,24 @@ from urllib.parse import urlsplit, urlunsplit
 from aiohttp import web
 
 from fusionsync.server import metrics, uploads
-from fusionsync.server.app import API_PREFIX, MAX_HEADER_LINE, MAX_HEADERS, TOKEN_PATH, make_app
-from fusionsync.server.auth import TokenAuthority, ensure_client, load_key, write_private
+from fusionsync.server.app import MAX_HEADER_LINE, MAX_HEADERS, make_app
+from fusionsync.server.audit import AUDIT_FILE, AuditLog
+from fusionsync.server.auth import KEY_FILE, KeyRing, TokenAuthority
 from fusionsync.server.blobs import FolderBlobs
+from fusionsync.server.clients import (
+    ADMIN,
+    CLIENTS_FILE,
+    Client,
+    Registry,
+    credentials_for,
+    hash_secret,
+    new_secret,
+    save_clients,
+)
+from fusionsync.server.clients import secret_matches as _matches
 from fusionsync.server.common import ServerConfig, State
+from fusionsync.server.connections import GuardedSite, Limits
+from fusionsync.server.disk import UnsafeFile, claim_folder, private_umask, read_private, write_private
 from fusionsync.server.meta import SqlMetaStore
 from fusionsync.server.store import BlobStore
 
@@ -44,6 +59,8 @@ METRICS_FOLDER = "metrics"
 """Where worker processes keep their request metrics for one another (``metrics.Shared``)."""
 DISK_THREADS = 32
 LINGER_SECONDS = 1.0
+KEEPALIVE_SECONDS = 75.0
+"""An idle connection is closed after this long (aiohttp's default is an hour)."""
 RESPAWN_LIMIT = 5
 """Worker deaths within a minute after which the server gives up (something is wrong at start)."""
 
@@ -53,9 +70,13 @@ class ServeError(Exception):
 
 
 def lock_root(root: Path) -> int:
-    """Lock the folder ``root`` for this server (the returned descriptor holds the lock while it is open)."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    """Claim the folder ``root`` (see ``disk.claim_folder``) and lock it for this server (the returned
+    descriptor holds the lock while it is open)."""
+    try:
+        claim_folder(root)
+    except UnsafeFile as exc:
+        raise ServeError(str(exc)) from None
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -107,28 +128,58 @@ async def open_state(config: ServerConfig) -> State:
     except BaseException:
         await meta.close()
         raise
-    clients = config.clients if config.clients is not None else ensure_client(config.root)
-    return State(config, meta, blobs, TokenAuthority(load_key(config.root), clients, config.token_ttl))
+    try:
+        registry = Registry(config.root / CLIENTS_FILE) if config.auth else None
+        keys = KeyRing(config.root / KEY_FILE)
+    except (UnsafeFile, ValueError) as exc:
+        await blobs.close()
+        await meta.close()
+        raise ServeError(str(exc)) from None
+    tokens = TokenAuthority(keys, registry, config.token_ttl)
+    return State(config, meta, blobs, tokens, AuditLog(config.root / AUDIT_FILE))
 
 
 async def close_state(st: State) -> None:
+    st.audit.close()
     await st.blobs.close()
     await st.meta.close()
 
 
-async def tidy_root(st: State, port: int) -> None:
+def first_client(config: ServerConfig) -> str | None:
+    """With authentication on and no clients file yet: a file with one admin client, and its secret (to be
+    written to the credentials file once the port is known)."""
+    path = config.root / CLIENTS_FILE
+    if not config.auth or os.path.lexists(path):
+        return None
+    secret = new_secret()
+    save_clients(path, {"fusionsync": Client("fusionsync", hash_secret(secret), ADMIN)})
+    return secret
+
+
+async def tidy_root(st: State, port: int, secret: str | None) -> None:
     """What only the root's owner does at start: sweep what crashed uploads left, expire idle uploads, write
-    the credentials file."""
+    the credentials file (for a client made now, or again for this port)."""
     live_ops = {op.id: op.handle for op, _ in await st.meta.open_operations()}
     swept = await st.blobs.sweep(await st.meta.live_blobs(), live_ops, 2 * st.config.upload_expiry)
     if swept:
         log.info("removed %d orphaned blobs and temporaries", swept)
     await uploads.tidy(st.meta, st.blobs, st.config.upload_expiry)
     config = st.config
-    if config.auth and st.tokens.clients:
-        client_id, secret = next(iter(st.tokens.clients.items()))
-        document = credentials_document(config, port, client_id, secret)
-        write_private(config.root / "client_credentials.json", json.dumps(document, indent=2))
+    path = config.root / "client_credentials.json"
+    if secret is not None:
+        client_id = "fusionsync"
+    else:
+        try:
+            known = json.loads(read_private(path))
+            client_id, secret = str(known["client_id"]), str(known["client_secret"])
+        except (OSError, UnsafeFile, ValueError, KeyError, TypeError):
+            return  # none, or not ours to rewrite
+        client = st.tokens.client(client_id)
+        if client is None or not await asyncio.get_running_loop().run_in_executor(
+            None, _matches, secret, client.secret
+        ):
+            return  # a client since removed or given a new secret: the file is stale, left as it is
+    write_private(path, json.dumps(credentials_document(config, port, client_id, secret), indent=2))
 
 
 def scheme(config: ServerConfig) -> str:
@@ -139,6 +190,10 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     """The server's TLS context when a certificate is configured (``--tls-cert`` and ``--tls-key``)."""
     if config.tls_cert is None:
         return None
+    key = config.tls_key or config.tls_cert
+    mode = stat.S_IMODE(os.stat(key).st_mode)
+    if mode & 0o007:  # as ssh refuses a private key others may read (a group, e.g. ssl-cert, may)
+        raise ServeError(f"permissions {mode:04o} for {key} are too open: others may read it (chmod o-rwx {key})")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(config.tls_cert, config.tls_key)
@@ -150,15 +205,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 def credentials_document(config: ServerConfig, port: int, client_id: str, secret: str) -> dict[str, object]:
     """A ``client_credentials.json`` (the SDK's format) for a client of this server."""
-    base = f"{scheme(config)}://{config.host}:{port}"
-    return {
-        "client_id": client_id,
-        "client_secret": secret,
-        "resource": "fusionsync",
-        "auth_url": base + TOKEN_PATH,
-        "root_url": base + API_PREFIX,
-        "proxies": {},
-    }
+    return credentials_for(f"{scheme(config)}://{config.host}:{port}", client_id, secret)
 
 
 async def _janitor(st: State) -> None:
@@ -178,6 +225,7 @@ async def serve(
     tls: ssl.SSLContext | None,
     ready: Callable[[int], None] | None,
     parent: int | None,
+    secret: str | None = None,
     index: int = 0,
 ) -> None:
     """Serve on ``sock`` (HTTPS with ``tls``) until SIGINT or SIGTERM (or, for worker ``index``, until its parent
@@ -189,7 +237,7 @@ async def serve(
     try:
         port = sock.getsockname()[1]
         if parent is None:
-            await tidy_root(st, port)
+            await tidy_root(st, port, secret)
         runner = web.AppRunner(
             make_app(st, None if parent is None else metrics.Shared(config.root / METRICS_FOLDER, index)),
             access_log=None,
@@ -201,9 +249,14 @@ async def serve(
             # what the client still sends, so that the answer is not lost to a reset; 10 s by default, which
             # also holds up a shutdown that long. On a network, a second is plenty.
             lingering_time=LINGER_SECONDS,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            # Bodies are decoded by the routes that take them, after the token was checked (common.decoded):
+            # aiohttp would inflate a gzip body even when the answer was a 401.
+            auto_decompress=False,
         )
         await runner.setup()
-        await web.SockSite(runner, sock, ssl_context=tls).start()
+        limits = Limits(config.max_connections, config.header_timeout, config.read_timeout)
+        await GuardedSite(runner, sock, limits, ssl_context=tls).start()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -231,10 +284,10 @@ async def _orphaned(parent: int, stop: asyncio.Event) -> None:
             return
 
 
-async def _prepare(config: ServerConfig, port: int) -> None:
+async def _prepare(config: ServerConfig, port: int, secret: str | None) -> None:
     st = await open_state(config)
     try:
-        await tidy_root(st, port)
+        await tidy_root(st, port, secret)
     finally:
         await close_state(st)
 
@@ -242,6 +295,7 @@ async def _prepare(config: ServerConfig, port: int) -> None:
 def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
     """Lock the root, bind the port, serve (``ServeError`` when it cannot)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, on stderr
+    private_umask()
     tls = tls_context(config)  # a certificate that does not load stops the server before it touches anything
     locks = [lock_root(config.root)]
     try:
@@ -250,12 +304,13 @@ def run(config: ServerConfig, ready: Callable[[int], None]) -> None:
             locks.append(lock_root(folder))  # a blob folder is swept at start: one server at a time there too
         sock = listen(config.host, config.port)
         with sock:
+            secret = first_client(config)
             if config.workers <= 1:
-                asyncio.run(serve(config, sock, tls, ready, None))
+                asyncio.run(serve(config, sock, tls, ready, None, secret))
             else:
                 shutil.rmtree(config.root / METRICS_FOLDER, ignore_errors=True)  # a previous run's workers' tables
                 (config.root / METRICS_FOLDER).mkdir()
-                asyncio.run(_prepare(config, sock.getsockname()[1]))
+                asyncio.run(_prepare(config, sock.getsockname()[1], secret))
                 _supervise(config, sock, tls, ready)
     finally:
         for fd in locks:
@@ -278,7 +333,7 @@ def _supervise(
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
                 faulthandler.register(signal.SIGUSR1, all_threads=True)
-                asyncio.run(serve(config, sock, tls, None, parent, index))
+                asyncio.run(serve(config, sock, tls, None, parent, index=index))
                 code = 0
             except BaseException:
                 log.exception("worker %d failed", index)

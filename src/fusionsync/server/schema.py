@@ -55,4 +55,12 @@ MIGRATIONS: list[list[str]] = [
         # blobs no longer referred to, removed once downloads in flight had time to finish
         "CREATE TABLE garbage (blob TEXT PRIMARY KEY, due DOUBLE PRECISION NOT NULL)",
     ],
+    [
+        # a dataset's incarnation: an upload lands only in the dataset it began in, not in one deleted and
+        # created again meanwhile; an upload operation names it, and the client that opened it (for its cap)
+        "ALTER TABLE datasets ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE operations ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE operations ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX operations_by_client ON operations (client, state)",
+    ],
 ]

@@ -41,6 +41,8 @@ from fusionsync.server.streams import TooLarge
 
 MAX_PARTS = 10_000
 MAX_PART_BYTES = 5 * 2**30
+MAX_OPEN_UPLOADS = 100
+"""Unfinished multipart uploads one client may hold (idle ones expire)."""
 SIDE = "side"
 """A part the folder store keeps in a file of its own (a part in its 5 MiB slot has ``""``)."""
 CLAIM_STALE = 60.0
@@ -108,9 +110,17 @@ def check_whole(hasher: FusionHasher, expected: str) -> None:
 
 
 async def store_whole(
-    meta: MetaStore, blobs: BlobStore, target: Target, expected: str, body: bytes | Chunks, limit: int, extra: Any
+    meta: MetaStore,
+    blobs: BlobStore,
+    target: Target,
+    expected: str,
+    body: bytes | Chunks,
+    limit: int,
+    extra: Any,
+    incarnation: str,
 ) -> Distribution:
-    """Store a distribution sent in one request (``extra``: the upload's dates and file name)."""
+    """Store a distribution sent in one request (``extra``: the upload's dates and file name) in the dataset's
+    ``incarnation`` (the one the request found)."""
     if isinstance(body, bytes):  # small: checked before a byte is stored
         hasher = FusionHasher()
         hasher.update(body)
@@ -125,14 +135,15 @@ async def store_whole(
         if expected not in digests:
             await blobs.delete(blob)
             raise ApiError(400, f"digest mismatch: the body hashes to {digests[0]}, the Digest header says {expected}")
-    return await _record(meta, blobs, Distribution(*target, blob, size, *digests, now_iso(), extra[1]), extra[0])
+    dist = Distribution(*target, blob, size, *digests, now_iso(), extra[1])
+    return await _record(meta, blobs, dist, extra[0], None, incarnation)
 
 
 async def _record(
-    meta: MetaStore, blobs: BlobStore, dist: Distribution, dates: Any, op: str | None = None
+    meta: MetaStore, blobs: BlobStore, dist: Distribution, dates: Any, op: str | None, incarnation: str
 ) -> Distribution:
     try:
-        await meta.commit(Commit(dist, dates, op))
+        await meta.commit(Commit(dist, dates, op, incarnation))
     except LookupError as exc:  # the dataset was deleted while its bytes arrived
         await blobs.delete(dist.blob)
         raise ApiError(404, f"dataset {dist.dataset!r} not found in catalog {dist.catalog!r}") from exc
@@ -142,9 +153,16 @@ async def _record(
 # -- multipart -------------------------------------------------------------------------------------
 
 
-async def begin(meta: MetaStore, blobs: BlobStore, target: Target) -> str:
+async def begin(meta: MetaStore, blobs: BlobStore, target: Target, incarnation: str, client: str) -> str:
+    """Open a multipart upload for ``client`` (429 when it holds ``MAX_OPEN_UPLOADS`` already)."""
+    if await meta.open_operation_count(client) >= MAX_OPEN_UPLOADS:
+        raise ApiError(
+            429,
+            f"{MAX_OPEN_UPLOADS} uploads are open already: complete some first (idle ones expire)",
+            {"Retry-After": "60"},
+        )
     op_id = uuid.uuid4().hex
-    await meta.start_operation(op_id, target, await blobs.begin(op_id))
+    await meta.start_operation(op_id, target, await blobs.begin(op_id), incarnation, client)
     return op_id
 
 
@@ -164,12 +182,30 @@ def _not_open(op: Operation) -> ApiError:
     return ApiError(409, f"upload operation {op.id!r} is being completed")
 
 
+async def part_limit(meta: MetaStore, op: Operation, number: int, limit: int) -> int:
+    """The most bytes part ``number`` may have: ``MAX_PART_BYTES``, and no more than what ``limit`` (the largest
+    upload) leaves beside the other parts received (413 when nothing is left)."""
+    held = sum(p.size for p in await meta.parts(op.id) if p.size > 0 and p.number != number)
+    if held >= limit:
+        raise ApiError(413, f"the upload is larger than {limit} bytes")
+    return min(MAX_PART_BYTES, limit - held)
+
+
 async def receive_part(
-    meta: MetaStore, blobs: BlobStore, op: Operation, number: int, chunks: Chunks, length: int | None, expected: str
+    meta: MetaStore,
+    blobs: BlobStore,
+    op: Operation,
+    number: int,
+    chunks: Chunks,
+    length: int | None,
+    expected: str,
+    limit: int = MAX_PART_BYTES,
 ) -> Part:
-    """Receive, verify and record one part."""
+    """Receive, verify and record one part (of at most ``limit`` bytes)."""
     if op.state != OPEN:
         raise _not_open(op)
+    if (length or 0) > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes")
     try:
         writer = await blobs.part_writer(op.id, op.handle, number, length)
     except Busy as exc:
@@ -182,7 +218,7 @@ async def receive_part(
         if not await meta.part_arriving(op.id, number):
             raise _not_open(await find(meta, op.id, op.target))
         try:
-            part = await writer.write(chunks, MAX_PART_BYTES)
+            part = await writer.write(chunks, limit)
         except TooLarge as exc:
             raise _too_large(exc) from exc
         except BlobMissing as exc:
@@ -207,7 +243,7 @@ async def held_parts(meta: MetaStore, op_id: str, target: Target, expiry: float)
 
 
 async def complete(
-    meta: MetaStore, blobs: BlobStore, op: Operation, expected: str, listed: Any, extra: Any
+    meta: MetaStore, blobs: BlobStore, op: Operation, expected: str, listed: Any, extra: Any, limit: int
 ) -> Distribution:
     """Complete an upload (``extra``: the dates and file name of the request), or answer how it was completed."""
     waited = 0.0
@@ -225,7 +261,7 @@ async def complete(
         op = await find(meta, op.id, op.target)
     async with _renewing(meta, op.id):
         try:
-            return await _complete(meta, blobs, op, expected, listed, extra)
+            return await _complete(meta, blobs, op, expected, listed, extra, limit)
         except BaseException:
             with contextlib.suppress(Exception):
                 await meta.release_completion(op.id, forget=False)  # it may be asked again
@@ -233,11 +269,13 @@ async def complete(
 
 
 async def _complete(
-    meta: MetaStore, blobs: BlobStore, op: Operation, expected: str, listed: Any, extra: Any
+    meta: MetaStore, blobs: BlobStore, op: Operation, expected: str, listed: Any, extra: Any, limit: int
 ) -> Distribution:
     async def checked() -> list[Part]:
         parts = await meta.parts(op.id)
         check_parts(parts, listed)
+        if sum(p.size for p in parts) > limit:
+            raise UploadProblem(f"the upload is larger than {limit} bytes")
         if parts_digest(parts) != expected:
             raise _Mismatch(parts_digest(parts))
         return parts
@@ -258,7 +296,7 @@ async def _complete(
     except BlobMissing as exc:
         raise ApiError(404, f"upload operation {op.id!r} not found") from exc
     dist = Distribution(*op.target, written.blob, written.size, written.digest, written.checksum, now_iso(), extra[1])
-    return await _record(meta, blobs, dist, extra[0], op.id)
+    return await _record(meta, blobs, dist, extra[0], op.id, op.incarnation)
 
 
 class _Mismatch(ValueError):

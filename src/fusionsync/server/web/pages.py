@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from fusionsync.server.access import may
-from fusionsync.server.common import ident, state
+from fusionsync.server.common import State, ident, state
 from fusionsync.server.errors import ApiError
 from fusionsync.server.routes_data import distribution_file_name, file_response
 from fusionsync.server.store import Distribution
@@ -24,6 +24,8 @@ SERIES_PAGE = 50
 SEARCH_PAGE = 50
 RECENT = 50
 MAX_QUERY = 200
+MAX_CATALOGS = 1000
+"""Catalogs shown on the front page and counted on the status page."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HIDDEN_FIELDS = {"identifier", "title", "description", "@id", "resources", "product", "dataset"}
 
@@ -64,10 +66,16 @@ async def _readable_dataset(request: web.Request, who: Viewer) -> tuple[str, str
     return catalog, dataset, meta
 
 
+async def _catalogs(st: State, client: str | None) -> list[dict[str, Any]]:
+    """The catalogs ``client`` may read (the first ``MAX_CATALOGS``)."""
+    items, _ = await st.meta.catalogs(0, MAX_CATALOGS)
+    return [c for c in items if may(st, client, str(c.get("identifier")))]
+
+
 async def index(request: web.Request) -> web.Response:
     who = require_viewer(request)
     st = state(request)
-    catalogs = [c for c in await st.meta.catalogs() if may(st, who.client, str(c.get("identifier")))]
+    catalogs = await _catalogs(st, who.client)
     return render(request, "index.html", who, catalogs=catalogs)
 
 
@@ -197,7 +205,7 @@ async def search(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     who = require_viewer(request)
     st = state(request)
-    catalogs = [str(c["identifier"]) for c in await st.meta.catalogs() if may(st, who.client, str(c["identifier"]))]
+    catalogs = [str(c["identifier"]) for c in await _catalogs(st, who.client)]
     now = time.time()
     uploads = [
         {

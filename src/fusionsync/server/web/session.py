@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import web
 
-from fusionsync.server.access import may
+from fusionsync.server.access import may, sign_in
 from fusionsync.server.auth import API
 from fusionsync.server.common import json_response, state
 
@@ -111,7 +112,13 @@ async def signin(request: web.Request) -> web.StreamResponse:
     if not st.config.auth:
         raise web.HTTPSeeOther(target)
     client_id, secret = form.get("client_id"), form.get("client_secret")
-    if not isinstance(client_id, str) or not isinstance(secret, str) or not st.tokens.check_client(client_id, secret):
+    if not isinstance(client_id, str) or not isinstance(secret, str):
+        return render(request, "signin.html", None, 401, next=target, problem="Unknown client or wrong secret.")
+    client, wait = await sign_in(st, client_id, secret, request.remote)
+    if wait > 0:
+        problem = f"Too many failed sign-ins: try again in {math.ceil(wait)} s."
+        return render(request, "signin.html", None, 429, next=target, problem=problem)
+    if client is None:
         return render(request, "signin.html", None, 401, next=target, problem="Unknown client or wrong secret.")
     answer = web.HTTPSeeOther(target)
     answer.set_cookie(
