@@ -106,18 +106,20 @@ def test_unfinished_uploads_expire_and_are_cleaned(tmp_path: Path, storage: Stor
     try:
         server.create_dataset("cat", "D")
         content = os.urandom(PART_SIZE + 10)
+        began = time.monotonic()
         op = start(server)
-        touched = time.monotonic()
-        assert put_part(server, op, 1, content[:PART_SIZE]).status == 200
+        sent = put_part(server, op, 1, content[:PART_SIZE]).status
         held, kept = server.api("GET", HELD + op).status, server.temporaries()
-        if time.monotonic() - touched < 1.5:  # still young (a loaded machine may take the 2 s over these calls)
-            assert held == 200 and kept != []
+        if time.monotonic() - began < 1.5:  # still young (a loaded machine may take the 2 s over these calls)
+            assert sent == held == 200 and kept != []
         wait_for(lambda: server.api("GET", HELD + op).status == 404, "the upload to expire", timeout=20)
         wait_for(lambda: server.temporaries() == [], "its parts to be removed", timeout=20)
         assert put_part(server, op, 2, content[PART_SIZE:]).status == 404
         # across a restart: an upload left by a server that stopped is dropped by the next one
+        began = time.monotonic()
         late = start(server)
-        assert put_part(server, late, 1, content[:PART_SIZE]).status == 200
+        sent = put_part(server, late, 1, content[:PART_SIZE]).status
+        assert sent == 200 or time.monotonic() - began > 2
         server.stop()
         time.sleep(2.5)
         server = start_server(tmp_path / "root", *options)
