@@ -7,6 +7,8 @@ import http.client
 import re
 import sqlite3
 import ssl
+import subprocess
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -225,3 +227,29 @@ def test_pages_read_either_store(server: RunningServer) -> None:
     status = fetch(server, "GET", "/status", headers={"Cookie": cookie}).text
     assert "<strong>24 B</strong><span>storage used</span>" in status
     assert "<strong>3</strong><span>series members</span>" in status
+
+
+def test_web_sign_ins_back_off_with_the_token_endpoint_and_end_with_the_client(server: RunningServer) -> None:
+    """Guessing secrets through the sign-in page is slowed down as through /oauth2/token (the same count per
+    client and address), and a session ends when its client's secret is rotated."""
+    pair, _ = sign_in(server)
+    creds = server.credentials()
+    wrong = urllib.parse.urlencode({"client_id": creds["client_id"], "client_secret": "a-wrong-guess-0123"})
+    for _ in range(5):
+        assert fetch(server, "POST", "/signin", wrong).status == 401
+    slowed = fetch(server, "POST", "/signin", wrong)
+    assert slowed.status == 429 and "Too many failed sign-ins" in slowed.text, slowed.text
+    token_form = urllib.parse.urlencode(
+        {"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]}
+    )
+    assert fetch(server, "POST", "/oauth2/token", token_form).status == 429  # the same count as the API's
+    assert fetch(server, "GET", "/", headers={"Cookie": pair}).status == 200  # a session made before goes on
+    new_file = server.root.parent / "rotated.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "fusionsync", "clients", "rotate", creds["client_id"], "--root", str(server.root),
+         "--credentials", str(new_file)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ended = fetch(server, "GET", "/", headers={"Cookie": pair})
+    assert ended.status == 303 and ended.headers["Location"].startswith("/signin"), ended.status
