@@ -2,11 +2,11 @@
 
 A session is a signed token (``auth.TokenAuthority``, kind ``web``) in a cookie that scripts cannot read
 (HttpOnly), that other sites' requests do not carry (SameSite=Strict) and, under TLS, that only travels
-encrypted (Secure); it lasts ``--token-ttl`` seconds. Every write a page makes is a POST that carries the
-session's CSRF token (derived from the cookie, which other sites cannot read) and, when the browser says
-where it comes from (``Origin``, ``Sec-Fetch-Site``), comes from this site. Pages change the catalog through
-the API, with an API token that ``POST /session/token`` issues to the signed-in client. The secret
-travels only in the sign-in form's body; nothing here logs a request.
+encrypted (Secure); it lasts ``--token-ttl`` seconds, or until its client is removed or its secret rotated.
+Every write a page makes is a POST that carries the session's CSRF token (derived from the cookie, which other
+sites cannot read) and, when the browser says where it comes from (``Origin``, ``Sec-Fetch-Site``), comes from
+this site. Pages change the catalog through the API, with an API token that ``POST /session/token`` issues to
+the signed-in client. The secret travels only in the sign-in form's body; nothing here logs a request.
 """
 
 from __future__ import annotations
