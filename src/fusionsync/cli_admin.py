@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from fsspec.asyn import sync
 
 from fusionsync.catalog.names import InvalidIdentifier, check_identifier
 from fusionsync.cli import connection_options as connection
@@ -16,6 +15,8 @@ from fusionsync.errors import FusionSyncError, UsageError
 
 def _call(credentials: str, root_url: str | None, method: str, path: str, what: str, body: Any = None) -> None:
     """One API call through the client (tokens, retries, errors as one sentence); an error ends the command."""
+    from fsspec.asyn import sync
+
     try:
         fs = make_fusion_fs(credentials, root_url)
         try:
