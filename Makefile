@@ -52,8 +52,10 @@ browser:
 docs: $(DOCS)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# Three pytest workers on two cores: a third of the suite's time is waiting (servers starting, processes
+# killed and restarted, timeouts), not computing.
 test: lint docs browser
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 3 -q
 
 demo: $(RUNTIME)
 	$(BIN)/python -m fusionsync demo

@@ -8,6 +8,7 @@ PostgreSQL (tests/pg.py) and the S3 endpoint (tests/s3.py) start once per test p
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import urllib.request
 import uuid
@@ -67,6 +68,24 @@ def server(tmp_path: Path, storage: Storage) -> Iterator[RunningServer]:
     srv = start_server(tmp_path / "server-root", "--page-size", "2", *storage())
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory, storage: Storage) -> Iterator[RunningServer]:
+    """One server for all of a module's tests (per configuration), for tests that keep to a catalog of their
+    own (``unique_catalog``) and need no fresh server: what a server's start costs is paid once."""
+    srv = start_server(tmp_path_factory.mktemp("shared") / "server-root", "--page-size", "2", *storage())
+    yield srv
+    srv.stop()
+
+
+_catalogs = itertools.count()
+
+
+@pytest.fixture
+def unique_catalog() -> str:
+    """A catalog name no other test of this process uses."""
+    return f"c{next(_catalogs)}"
 
 
 @pytest.fixture

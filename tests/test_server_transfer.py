@@ -103,47 +103,45 @@ def data() -> bytes:
 
 
 @pytest.mark.scaled
-@pytest.mark.parametrize("size", [0, 11, PART_SIZE + 5])
-def test_head_and_get_report_size_and_plain_checksum_on_every_url(server: RunningServer, size: int) -> None:
-    content = os.urandom(size)
+def test_head_and_get_report_size_and_plain_checksum_on_every_url(server: RunningServer) -> None:
     server.create_dataset("cat", "D")
-    assert server.upload("cat", "D", "20240101", "csv", content).status == 200
-    for url in (DIST, DIST + "/operationType/download", DIST + "/files/operationType/download?file=csv"):
-        head = server.api("HEAD", url)
-        assert head.status == 200 and head.body == b""
-        assert int(head.headers["Content-Length"]) == size
-        assert head.headers["x-jpmc-checksum"] == sha(content)  # the whole file's SHA-256, never with "-N"
-        assert head.headers["x-jpmc-checksum-algorithm"] == "SHA-256"
-        got = server.api("GET", url)
-        assert got.status == 200 and got.body == content
-        assert got.headers["x-jpmc-checksum"] == sha(content)
+    for size in (0, 11, PART_SIZE + 5):  # each replaces the one before: HEAD and GET follow the new bytes
+        content = os.urandom(size)
+        assert server.upload("cat", "D", "20240101", "csv", content).status == 200
+        for url in (DIST, DIST + "/operationType/download", DIST + "/files/operationType/download?file=csv"):
+            head = server.api("HEAD", url)
+            assert head.status == 200 and head.body == b"", (size, url)
+            assert int(head.headers["Content-Length"]) == size
+            assert head.headers["x-jpmc-checksum"] == sha(content)  # the whole file's SHA-256, never with "-N"
+            assert head.headers["x-jpmc-checksum-algorithm"] == "SHA-256"
+            got = server.api("GET", url)
+            assert got.status == 200 and got.body == content, (size, url)
+            assert got.headers["x-jpmc-checksum"] == sha(content)
 
 
-@pytest.mark.parametrize(
-    ("wanted", "first", "last"),
-    [
-        ("0-0", 0, 0),
-        ("5-99", 5, 99),
-        ("1048576-3145728", 2**20, 3 * 2**20),
-        ("3145728-3145744", 3 * 2**20, 3 * 2**20 + 16),  # the last byte, exactly
-        ("3145740-99999999", 3 * 2**20 + 12, 3 * 2**20 + 16),  # clipped at the end
-        ("3145700-", 3 * 2**20 - 28, 3 * 2**20 + 16),
-        ("-7", 3 * 2**20 + 10, 3 * 2**20 + 16),
-    ],
-)
+RANGES = [  # asked for, first and last byte answered
+    ("0-0", 0, 0),
+    ("5-99", 5, 99),
+    ("1048576-3145728", 2**20, 3 * 2**20),
+    ("3145728-3145744", 3 * 2**20, 3 * 2**20 + 16),  # the last byte, exactly
+    ("3145740-99999999", 3 * 2**20 + 12, 3 * 2**20 + 16),  # clipped at the end
+    ("3145700-", 3 * 2**20 - 28, 3 * 2**20 + 16),
+    ("-7", 3 * 2**20 + 10, 3 * 2**20 + 16),
+]
+
+
 @pytest.mark.scaled
-def test_ranges_are_exact_by_query_and_by_header(
-    server: RunningServer, data: bytes, wanted: str, first: int, last: int
-) -> None:
+def test_ranges_are_exact_by_query_and_by_header(server: RunningServer, data: bytes) -> None:
     server.create_dataset("cat", "D")
     server.upload("cat", "D", "20240101", "csv", data)
-    for url in (DIST, DIST + "/operationType/download", DIST + "/files/operationType/download"):
-        by_query = server.api("GET", f"{url}?downloadRange=bytes={wanted}")
-        by_header = server.api("GET", url, headers={"Range": f"bytes={wanted}"})
-        for answer in (by_query, by_header):
-            assert answer.status == 206 and answer.body == data[first : last + 1], (url, wanted)
-            assert answer.headers["Content-Range"] == f"bytes {first}-{last}/{len(data)}"
-            assert answer.headers["x-jpmc-checksum"] == sha(data)
+    for wanted, first, last in RANGES:
+        for url in (DIST, DIST + "/operationType/download", DIST + "/files/operationType/download"):
+            by_query = server.api("GET", f"{url}?downloadRange=bytes={wanted}")
+            by_header = server.api("GET", url, headers={"Range": f"bytes={wanted}"})
+            for answer in (by_query, by_header):
+                assert answer.status == 206 and answer.body == data[first : last + 1], (url, wanted)
+                assert answer.headers["Content-Range"] == f"bytes {first}-{last}/{len(data)}", (url, wanted)
+                assert answer.headers["x-jpmc-checksum"] == sha(data)
     # both: the query parameter wins
     both = server.api("GET", f"{DIST}?downloadRange=bytes=0-1", headers={"Range": "bytes=2-3"})
     assert both.body == data[0:2]
@@ -196,20 +194,21 @@ def test_single_and_multipart_uploads_store_exact_bytes(server: RunningServer) -
 
 
 @pytest.mark.scaled
-@pytest.mark.parametrize("size", [2**20 + 1, 17 * 2**20 + 5])
-def test_a_large_single_request_is_stored_whole(server: RunningServer, size: int) -> None:
+def test_a_large_single_request_is_stored_whole(server: RunningServer) -> None:
     """Streamed to the store as it arrives (S3: as a multipart upload of its own); the SDK sends such a body
     with the plain SHA-256 as its Digest."""
     server.create_dataset("cat", "D")
-    content = os.urandom(size)
-    answer = server.api(
-        "PUT", DIST, body=content, headers={**digest(content), "Content-Type": "application/octet-stream"}
-    )
-    assert answer.status == 200, answer.body
-    assert answer.json()["digest"] == f"SHA-256={fsync_digest_of([content])}"
-    assert server.api("GET", DIST).body == content
-    assert server.api("HEAD", DIST).headers["x-jpmc-checksum"] == sha(content)
-    assert server.temporaries() == [] and len(server.blobs()) == 1
+    for n, size in enumerate([2**20 + 1, 17 * 2**20 + 5], start=1):
+        content = os.urandom(size)
+        url = DIST.replace("20240101", f"s{n}")
+        answer = server.api(
+            "PUT", url, body=content, headers={**digest(content), "Content-Type": "application/octet-stream"}
+        )
+        assert answer.status == 200, answer.body
+        assert answer.json()["digest"] == f"SHA-256={fsync_digest_of([content])}"
+        assert server.api("GET", url).body == content
+        assert server.api("HEAD", url).headers["x-jpmc-checksum"] == sha(content)
+        assert server.temporaries() == [] and len(server.blobs()) == n, size
 
 
 @pytest.mark.scaled

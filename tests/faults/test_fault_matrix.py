@@ -3,6 +3,7 @@
 Each case must end in one of two ways: the pass completes with byte-identical results (the fault
 was retried away), or it reports the item failed and leaves the destination untouched. Either way
 no partial file stands at a destination path, and the next pass, without the fault, converges.
+The cases share one server per configuration, each case in a catalog of its own.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ def is_transfer(direction: str):  # type: ignore[no-untyped-def]
     return lambda method, path: method in ("PUT", "POST") and "/distributions/" in path
 
 
-def run(server: RunningServer, proxy_root: str | None, root: Path, direction: str, tmp: Path) -> SyncReport:
+def run(
+    server: RunningServer, proxy_root: str | None, root: Path, direction: str, tmp: Path, catalog: str
+) -> SyncReport:
     creds = server.credentials() | ({"root_url": proxy_root} if proxy_root else {})
     fs = FusionFileSystem(credentials=creds, retries=3)
     try:
-        report: SyncReport = sync_once(fs, root, tmp, datasets=["A"], direction=direction)
+        report: SyncReport = sync_once(fs, root, tmp, catalog=catalog, datasets=["A"], direction=direction)
     finally:
         fs.close()
     return report
@@ -65,13 +68,16 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("size", [SMALL, BIG], ids=["small", "multipart"])
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_download_through_fault(server: RunningServer, tmp_path: Path, fault: str, size: int) -> None:
-    key = DistKey("cat", "A", "20240101", "csv")
-    server.create_dataset("cat", "A")
-    server.upload("cat", "A", key.series, key.format, payload(key, size))
+def test_download_through_fault(
+    shared_server: RunningServer, unique_catalog: str, tmp_path: Path, fault: str, size: int
+) -> None:
+    server = shared_server
+    key = DistKey(unique_catalog, "A", "20240101", "csv")
+    server.create_dataset(key.catalog, "A")
+    server.upload(key.catalog, "A", key.series, key.format, payload(key, size))
     root = tmp_path / "mirror"
     with FaultProxy(server.port, Fault(match=is_transfer("download"), **FAULTS[fault])) as proxy:  # type: ignore[arg-type]
-        report = run(server, proxy.root_url, root, "download", tmp_path)
+        report = run(server, proxy.root_url, root, "download", tmp_path, key.catalog)
         assert proxy.injected == 1 and proxy.fired == 1
     files = local_files(root)
     if report.ok:
@@ -79,7 +85,7 @@ def test_download_through_fault(server: RunningServer, tmp_path: Path, fault: st
     else:
         assert files == {}, "a failed download leaves nothing behind"
         assert report.failed and report.failed[0].reason
-    again = run(server, None, root, "download", tmp_path)
+    again = run(server, None, root, "download", tmp_path, key.catalog)
     assert again.ok and local_files(root) == {local_relative_path(key): payload(key, size)}
     record(f"download {'small' if size == SMALL else 'multipart'}", fault, report)
 
@@ -89,9 +95,12 @@ def test_download_through_fault(server: RunningServer, tmp_path: Path, fault: st
 @pytest.mark.scaled
 @pytest.mark.parametrize("size", [SMALL, UPLOAD_BIG], ids=["small", "multipart"])
 @pytest.mark.parametrize("fault", list(UPLOAD_FAULTS))
-def test_upload_through_fault(server: RunningServer, tmp_path: Path, fault: str, size: int) -> None:
-    key = DistKey("cat", "A", "20240101", "csv")
-    server.create_dataset("cat", "A")
+def test_upload_through_fault(
+    shared_server: RunningServer, unique_catalog: str, tmp_path: Path, fault: str, size: int
+) -> None:
+    server = shared_server
+    key = DistKey(unique_catalog, "A", "20240101", "csv")
+    server.create_dataset(key.catalog, "A")
     root = tmp_path / "pub"
     write_local(root, key, payload(key, size))
     spec = UPLOAD_FAULTS[fault]
@@ -99,7 +108,7 @@ def test_upload_through_fault(server: RunningServer, tmp_path: Path, fault: str,
     if spec.get("upstream"):  # the first request that carries file bytes (a single upload or a part)
         match = lambda method, path: method == "PUT" and "/distributions/" in path  # noqa: E731
     with FaultProxy(server.port, Fault(match=match, **spec)) as proxy:  # type: ignore[arg-type]
-        report = run(server, proxy.root_url, root, "upload", tmp_path)
+        report = run(server, proxy.root_url, root, "upload", tmp_path, key.catalog)
         assert proxy.injected == 1 and proxy.fired == 1
     stored = remote_bytes(server, key)
     if report.ok:
@@ -107,7 +116,7 @@ def test_upload_through_fault(server: RunningServer, tmp_path: Path, fault: str,
     else:
         assert stored in (None, payload(key, size)), "a failed upload never stores wrong bytes"
         assert report.failed and report.failed[0].reason
-    again = run(server, None, root, "upload", tmp_path)
+    again = run(server, None, root, "upload", tmp_path, key.catalog)
     assert again.ok and remote_bytes(server, key) == payload(key, size)
     record(f"upload {'small' if size == SMALL else 'multipart'}", fault, report)
 
