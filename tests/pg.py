@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -80,11 +81,40 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
     options = f"-h 127.0.0.1 -p {port} -k {work} -c max_connections=400" + ("" if durable else " -c fsync=off")
     ctl = [install / "bin" / "pg_ctl", "-D", data, "-l", work / "log", "-w", "-t", "60"]
     subprocess.run([*ctl, "-o", options, "start"], check=True, capture_output=True, **run)
+    _watch(work, [str(part) for part in [*ctl, "-m", "immediate", "stop"]])
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}"
     finally:
         subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True, **run)
         shutil.rmtree(work, ignore_errors=True)
+
+
+_watchdogs: list[subprocess.Popen[bytes]] = []
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+parent, work, user, stop = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+while os.path.isdir(work) and os.path.isdir(f"/proc/{parent}"):
+    time.sleep(1)
+if os.path.isdir(work):  # the test process was killed before it could stop its server
+    as_user = {"user": user, "group": user, "extra_groups": []} if user >= 0 else {}
+    subprocess.run(stop, capture_output=True, **as_user)
+    shutil.rmtree(work, ignore_errors=True)
+"""
+
+
+def _watch(work: Path, stop: list[str]) -> None:
+    """A process of its own that stops the server and removes its folder once this process is gone: pg_ctl
+    detaches PostgreSQL, which would otherwise outlive a test run that was killed."""
+    user = NOBODY if ROOT else -1
+    _watchdogs.append(
+        subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(work), str(user), *stop],
+            start_new_session=True,  # a Ctrl+C or a kill of the test run's process group does not reach it
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
 
 
 def new_database(server_url: str) -> str:
