@@ -66,14 +66,19 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUSIONSYNC_CACHE_DIR", str(tmp_path / "cache"))
 
 
+@pytest.fixture
+def key(shared_server: RunningServer, unique_catalog: str) -> DistKey:
+    """The case's distribution, in a dataset of a catalog of the case's own on the module's server."""
+    shared_server.create_dataset(unique_catalog, "A")
+    return DistKey(unique_catalog, "A", "20240101", "csv")
+
+
 @pytest.mark.parametrize("size", [SMALL, BIG], ids=["small", "multipart"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_download_through_fault(
-    shared_server: RunningServer, unique_catalog: str, tmp_path: Path, fault: str, size: int
+    shared_server: RunningServer, key: DistKey, tmp_path: Path, fault: str, size: int
 ) -> None:
     server = shared_server
-    key = DistKey(unique_catalog, "A", "20240101", "csv")
-    server.create_dataset(key.catalog, "A")
     server.upload(key.catalog, "A", key.series, key.format, payload(key, size))
     root = tmp_path / "mirror"
     with FaultProxy(server.port, Fault(match=is_transfer("download"), **FAULTS[fault])) as proxy:  # type: ignore[arg-type]
@@ -96,11 +101,9 @@ def test_download_through_fault(
 @pytest.mark.parametrize("size", [SMALL, UPLOAD_BIG], ids=["small", "multipart"])
 @pytest.mark.parametrize("fault", list(UPLOAD_FAULTS))
 def test_upload_through_fault(
-    shared_server: RunningServer, unique_catalog: str, tmp_path: Path, fault: str, size: int
+    shared_server: RunningServer, key: DistKey, tmp_path: Path, fault: str, size: int
 ) -> None:
     server = shared_server
-    key = DistKey(unique_catalog, "A", "20240101", "csv")
-    server.create_dataset(key.catalog, "A")
     root = tmp_path / "pub"
     write_local(root, key, payload(key, size))
     spec = UPLOAD_FAULTS[fault]
