@@ -18,7 +18,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 # uv installs in seconds what pip takes minutes over; pip does it where uv cannot be had.
 install = $(BIN)/python -m uv pip install -q --python $(BIN)/python $(1) \
-	|| $(BIN)/python -m pip install -q $(1)
+	|| { echo "installing with pip instead"; $(BIN)/python -m pip install -q $(1); }
 DOCS_EXTRAS := .[docs]
 DEV_EXTRAS := .[dev,docs]
 
