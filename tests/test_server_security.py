@@ -189,6 +189,30 @@ def test_the_audit_log_keeps_changes_sign_ins_and_refusals_but_no_secret(seeded:
         assert leak not in text
 
 
+def test_a_flood_of_refusals_is_counted_not_written_line_by_line(server: RunningServer) -> None:
+    """The first refusal of a source is written in full, its repeats as one count (at the latest when the
+    server stops): 300 forged tokens and 100 sign-ins while backing off leave a handful of lines."""
+    flood, tries = 300, 100
+    for i in range(flood):
+        assert as_client(server, "forged", "GET", f"catalogs/c{i}").status == 401
+    for i in range(5):  # failures from this address: it must wait now
+        assert sign_in(server, f"guess{i}", "wrong-secret-123456").status == 401
+    for i in range(tries):
+        assert sign_in(server, f"guess{i}", "wrong-secret-123456").status == 429
+    server.stop()  # the counts of windows still open are written at the stop
+    lines = [json.loads(line) for line in (server.root / "audit.log").read_text().splitlines()]
+    forged = [e for e in lines if e["event"] == "refused" and e["client"] is None and e["status"] == 401]
+    waited = [e for e in lines if e["event"] == "sign-in refused" and e["status"] == 429]
+    workers = 2 if "--workers" in server.args else 1  # each worker counts the requests it answered
+    for kind, total in ((forged, flood), (waited, tries)):
+        written = [e for e in kind if "repeated" not in e]
+        assert 1 <= len(written) <= workers and len(kind) <= 2 * workers, kind
+        assert len(written) + sum(e.get("repeated", 0) for e in kind) == total, kind
+        assert all(e["address"] == "127.0.0.1" for e in kind)
+    assert forged[0]["path"] == "/api/v1/catalogs/c0" and waited[0]["tried"] == "guess0"
+    assert len(lines) < 20
+
+
 # -- tokens ---------------------------------------------------------------------------------------------
 
 

@@ -66,8 +66,8 @@ async def sign_in(st: State, client_id: str, secret: str, address: str | None) -
     keys = [f"client:{client_id}", f"address:{address}"]
     audit = {"client": client_id[:200], "address": address}
     wait = st.backoff.wait(keys)
-    if wait > 0:
-        st.audit.record("sign-in refused", **audit, status=429, reason="too many failed tries")
+    if wait > 0:  # counted per address: a flood may name a new client each time
+        st.audit.refused("sign-in refused", None, address, 429, tried=client_id[:200], reason="too many failed tries")
         return None, wait
     client = await st.tokens.sign_in(client_id, secret)
     if client is None:

@@ -103,14 +103,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = request.app[STATE]
     if audited(request.method, answer.status) and request.path != TOKEN_PATH:
         client = request.get(CLIENT)
-        st.audit.record(
-            "refused" if answer.status in (401, 403) else "change",
-            client=client.id if client is not None else None,
-            address=request.remote,
-            method=request.method,
-            path=request.path,
-            status=answer.status,
-        )
+        who = client.id if client is not None else None
+        if answer.status in (401, 403):
+            st.audit.refused("refused", who, request.remote, answer.status, method=request.method, path=request.path)
+        else:
+            fields = {"method": request.method, "path": request.path, "status": answer.status}
+            st.audit.record("change", client=who, address=request.remote, **fields)
     return answer
 
 

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from fusionsync.server import metrics, uploads
 from fusionsync.server.app import MAX_HEADER_LINE, MAX_HEADERS, make_app
-from fusionsync.server.audit import AUDIT_FILE, AuditLog
+from fusionsync.server.audit import AUDIT_FILE, REPEAT_WINDOW, AuditLog
 from fusionsync.server.auth import KEY_FILE, KeyRing, TokenAuthority
 from fusionsync.server.blobs import FolderBlobs
 from fusionsync.server.clients import (
@@ -209,7 +209,8 @@ def credentials_document(config: ServerConfig, port: int, client_id: str, secret
 
 
 async def _janitor(st: State) -> None:
-    """Now and then: abort idle uploads, remove blobs whose grace period is over, trim the event log."""
+    """Now and then: abort idle uploads, remove blobs whose grace period is over, trim the event log, write the
+    audit log's counts of repeated refusals."""
     interval = min(60.0, max(0.2, st.config.upload_expiry / 4))
     while True:
         await asyncio.sleep(interval * random.uniform(0.5, 1.5))
@@ -217,6 +218,7 @@ async def _janitor(st: State) -> None:
             await uploads.tidy(st.meta, st.blobs, st.config.upload_expiry)
         except Exception:
             log.exception("tidying up failed; trying again later")
+        st.audit.flush(REPEAT_WINDOW)
 
 
 async def serve(
