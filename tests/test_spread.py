@@ -250,6 +250,45 @@ def test_ctrl_c_to_the_process_group_stops_every_worker_cleanly(server: RunningS
     assert not descendants(proc.pid)
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its parent to reap it is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_that_lose_their_caller_stop_and_leave_only_whole_files(server: RunningServer, tmp_path: Path) -> None:
+    """The command killed with SIGKILL (no Ctrl+C, nothing said to the workers): its worker processes see their
+    caller gone, cancel their transfers (removing the temporaries), run none of the batches still queued and
+    end, within a second or so (8 s allowed; before, they ran what was queued and then waited forever); the
+    next pass converges."""
+    keys = seed(server, "cat", LAYOUT, size=3000)
+    expected = {local_relative_path(k): payload(k, 3000) for k in keys}
+    root = tmp_path / "mirror"
+    with Proxy(server.base, is_download, delay=1.0) as proxy:
+        proc = start_through(proxy, server, tmp_path, root, "--n-par", "1")
+        workers: dict[int, int] = {}
+        try:
+            wait_for(lambda: len(in_place(root)) >= 2, "the first files")
+            workers = descendants(proc.pid)
+            assert len(workers) >= 2, workers  # the pool's processes (and its fork server)
+            proc.kill()
+            proc.wait()  # (its workers hold its output pipes until they end)
+            wait_for(lambda: not any(running(pid) for pid in workers), "the workers to stop", timeout=8)
+        finally:
+            for pid in [proc.pid, *workers]:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+            proc.communicate()
+    got = local_files(root)
+    assert 2 <= len(got) < len(expected) and all(data == expected[rel] for rel, data in got.items()), sorted(got)
+    assert no_temporaries(root)
+    again = run(cli_args(server, server.credentials_file, root))
+    assert again.returncode == 0, again.stderr
+    assert local_files(root) == expected
+
+
 def test_scheduler_without_dask_installed_is_one_sentence(tmp_path: Path) -> None:
     hidden = tmp_path / "no-dask"
     (hidden / "distributed").mkdir(parents=True)

@@ -7,7 +7,7 @@ filesystem it was given (fsspec filesystems pickle), runs the batch with the eng
 :class:`BatchResult` that accounts for every item. While it runs, a thread reports its progress to
 the caller over a TCP connection (a JSON line every :data:`PERIOD` seconds) and listens for ``stop``:
 the caller's Ctrl+C cancels the batch's transfers (their temporaries removed), as does losing the
-caller (no orphan work).
+caller (no orphan work): its channel closes, or a local worker process sees the caller gone (:func:`abandon`).
 """
 
 from __future__ import annotations
@@ -98,20 +98,46 @@ def remote_of(settings: bytes) -> Remote:
         return remote
 
 
+_abandoned = threading.Event()
+_halts: dict[int, Callable[[], object]] = {}  # batch number → what stops it, for the batches running here
+_busy = 0  # batches running here
+_lock = threading.Lock()
+
+
+def abandon() -> None:
+    """The caller is gone: stop the batches running in this process, and run no more."""
+    _abandoned.set()
+    with _lock:
+        halts = list(_halts.values())
+    for halt in halts:
+        halt()
+
+
+def busy() -> bool:
+    """Whether a batch runs in this process."""
+    return _busy > 0
+
+
 def run_batch(settings: bytes, fs_local: Any, batch: Batch) -> BatchResult:
     """Run ``batch`` here (what an executor calls); see the module's description."""
+    global _busy
     if threading.current_thread() is threading.main_thread():
         # A process of a local pool shares the terminal's Ctrl+C: the caller stops the batch through its channel.
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a pool of the CLI ignores it from the start)
-    reporter = Reporter(batch.channel, batch.number) if batch.channel else None
+    with _lock:
+        _busy += 1
+    reporter = None
     try:
-        if reporter is not None and reporter.stopped:  # the pass was stopped before this batch began
+        reporter = Reporter(batch.channel, batch.number) if batch.channel else None
+        if _abandoned.is_set() or (reporter is not None and reporter.stopped):  # stopped before it began
             return BatchResult(batch.number, interrupted=True)
         remote = remote_of(settings)
         return asyncio.run_coroutine_threadsafe(_run(remote, fs_local, batch, reporter), remote.loop).result()
     finally:
         if reporter is not None:
             reporter.close()
+        with _lock:
+            _busy -= 1
 
 
 async def _run(remote: Remote, fs_local: Any, batch: Batch, reporter: Reporter | None) -> BatchResult:
@@ -119,8 +145,16 @@ async def _run(remote: Remote, fs_local: Any, batch: Batch, reporter: Reporter |
     stats = Stats()
     stats.begin(len(batch.actions), sum(a.size for a in batch.actions))
     loop = asyncio.get_running_loop()
+
+    def halt() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
     if reporter is not None:
-        reporter.start(stats, lambda: loop.call_soon_threadsafe(stop.set))
+        reporter.start(stats, halt)
+    with _lock:
+        _halts[batch.number] = halt
+    if _abandoned.is_set():
+        stop.set()
     cache = HashCache.in_memory()
     report = SyncReport(batch.direction)
     synced: list[Row] = []
@@ -134,6 +168,8 @@ async def _run(remote: Remote, fs_local: Any, batch: Batch, reporter: Reporter |
         uploads = cache.uploads(batch.journaled)
     finally:
         cache.close()
+        with _lock:
+            _halts.pop(batch.number, None)
     return BatchResult(batch.number, synced, report.failed, report.backups, uploads, report.interrupted)
 
 
