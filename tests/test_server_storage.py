@@ -19,6 +19,7 @@ import pytest
 from fusionsync import FusionFileSystem
 from fusionsync.catalog.digest import PART_SIZE
 from fusionsync.catalog.layout import DistKey
+from fusionsync.server.db import migrate, open_database
 from fusionsync.server.meta import SqlMetaStore
 from fusionsync.server.schema import MIGRATIONS
 from fusionsync.server.store import Commit, Distribution
@@ -26,6 +27,7 @@ from tests.api_doc import watch_for_internal_errors
 from tests.conftest import Storage
 from tests.faults.proxy import Fault, FaultProxy
 from tests.helpers import RunningServer, start_server
+from tests.pg import new_database
 from tests.sync_fixtures import payload, remote_bytes, sync_once, write_local
 from tests.test_server_transfer import DIST, complete, digest, put_part, start, wait_for, whole
 
@@ -296,3 +298,34 @@ def test_a_database_of_the_first_release_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(run())
     asyncio.run(run())  # opening it again changes nothing
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_of_the_release_before_revoked_sessions_is_migrated(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Migration 4 (revoked web sessions) on both databases; a revocation past its session's end is forgotten
+    when the next one is written."""
+    pg = request.getfixturevalue("pg_server") if kind == "postgresql" else ""
+    url = new_database(pg) if pg else f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+
+    async def run() -> None:
+        db = await open_database(url)
+        try:
+            await migrate(db, MIGRATIONS[:3])  # the schema that release made
+        finally:
+            await db.close()
+        store = await SqlMetaStore.open(url)
+        try:
+            assert await store.db.one("SELECT version FROM schema_version") == (len(MIGRATIONS),)
+            now = time.time()
+            await store.revoke_session("ended", now - 1)
+            assert await store.session_revoked("ended")
+            await store.revoke_session("signed-out", now + 60)
+            await store.revoke_session("signed-out", now + 60)  # twice (two tabs): the same
+            assert await store.session_revoked("signed-out")
+            assert not await store.session_revoked("ended") and not await store.session_revoked("other")
+        finally:
+            await store.close()
+
+    asyncio.run(run())

@@ -4,6 +4,7 @@ pages of a catalog with 100,000 distributions, escaping, and no secret in a URL 
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import sqlite3
 import ssl
@@ -253,3 +254,30 @@ def test_web_sign_ins_back_off_with_the_token_endpoint_and_end_with_the_client(s
     assert done.returncode == 0, done.stderr
     ended = fetch(server, "GET", "/", headers={"Cookie": pair})
     assert ended.status == 303 and ended.headers["Location"].startswith("/signin"), ended.status
+
+
+@pytest.mark.scaled
+def test_a_signed_out_session_is_refused_to_a_copy_of_its_cookie(server: RunningServer) -> None:
+    """Signing out revokes the session in the metadata store: a copy of the cookie (another tab, a thief) is
+    refused by whichever worker answers, while another session of the same client goes on; signing out without
+    a valid session only drops the cookie."""
+    server.create_dataset("cat", "SECRET_DS", title="Only for the signed in")
+    cookie, csrf = sign_in(server)
+    other, _ = sign_in(server)
+    assert "SECRET_DS" in fetch(server, "GET", "/catalogs/cat", headers={"Cookie": cookie}).text
+    out = fetch(server, "POST", "/signout", f"csrf={csrf}", headers={"Cookie": cookie, "Origin": server.base})
+    assert out.status == 303 and out.headers["Location"] == "/signin", out.status
+    for _ in range(6):  # two workers: each must refuse it
+        page = fetch(server, "GET", "/catalogs/cat", headers={"Cookie": cookie})
+        assert page.status == 303 and page.headers["Location"] == "/signin?next=/catalogs/cat", page.status
+        assert "SECRET_DS" not in page.text
+        assert fetch(server, "POST", "/session/token", headers={"Cookie": cookie, "X-CSRF-Token": csrf}).status == 403
+        assert fetch(server, "GET", "/download/catalogs/cat/SECRET_DS/x/csv", headers={"Cookie": cookie}).status == 303
+        assert "SECRET_DS" in fetch(server, "GET", "/catalogs/cat", headers={"Cookie": other}).text
+    for headers in ({"Cookie": cookie}, {"Cookie": "fusionsync_session=forged.token"}, {}):  # nothing left to end
+        again = fetch(server, "POST", "/signout", "csrf=", headers=headers)
+        assert again.status == 303 and 'fusionsync_session=""' in again.headers["Set-Cookie"], again.status
+    audit = [json.loads(line) for line in (server.root / "audit.log").read_text().splitlines()]
+    outs = [line for line in audit if line["event"] == "sign-out"]
+    assert len(outs) == 1 and outs[0]["client"] == server.credentials()["client_id"], outs
+    assert cookie.split("=", 1)[1] not in (server.root / "audit.log").read_text()

@@ -3,7 +3,9 @@
 Tokens are ``base64url(claims).base64url(HMAC-SHA256(claims))``, signed with a key of ``ROOT/server.key`` and
 naming it, so they survive a restart and cost no lookup but a stat of the clients and key files. A token is
 refused once its client is removed or given a new secret (it carries the secret's fingerprint), once it
-expires (lifetimes are capped at ``MAX_TTL``), and once its key is dropped. Rotating the key
+expires (lifetimes are capped at ``MAX_TTL``), and once its key is dropped. Each token has an id of its own
+(``jti``): a web session is refused once signed out too, as ``web.session`` looks its id up among the sessions
+revoked in the metadata store (the one lookup a token costs, and only a web page's). Rotating the key
 (``fusionsync clients rotate-key``) signs new tokens with a new key while the previous one still verifies
 the tokens it signed until they expire: no client has to restart.
 
@@ -114,6 +116,9 @@ class Claims:
     kind: str
     scope: str
     expires: float
+    id: str = ""
+    """Names this token alone (a web session's id, which signing out revokes); tokens of earlier releases
+    have none."""
 
 
 class TokenAuthority:
@@ -150,6 +155,7 @@ class TokenAuthority:
             "exp": time.time() + self.ttl,
             "kid": self.keys.current,
             "fp": client.fingerprint if client is not None else "",
+            "jti": secrets.token_urlsafe(12),
         }
         body = _b64e(json.dumps(claims, separators=(",", ":")).encode())
         return f"{body}.{self._sign(self.keys.keys[self.keys.current], body)}"
@@ -174,7 +180,9 @@ class TokenAuthority:
         if key is None or not hmac.compare_digest(_raw(self._sign(key, body)), _raw(sig)):
             return None
         try:
-            claims = Claims(str(raw["sub"]), str(raw["typ"]), str(raw["scp"]), float(raw["exp"]))
+            claims = Claims(
+                str(raw["sub"]), str(raw["typ"]), str(raw["scp"]), float(raw["exp"]), str(raw.get("jti", ""))
+            )
             fingerprint = str(raw["fp"])
         except (ValueError, KeyError, TypeError):
             return None

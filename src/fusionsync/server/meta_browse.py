@@ -1,6 +1,7 @@
 """What people browsing the catalog (the web pages) and operators (``/metrics``) read from the metadata store:
 pages of datasets and series members taken by key in the database (a catalog of 100,000 distributions is
-never read whole), a search of datasets, the totals and the most recent change events.
+never read whole), a search of datasets, the totals and the most recent change events; and the web sessions
+signed out before they expired.
 
 Part of the metadata store (``meta.SqlMetaStore``): same database; no aiohttp.
 """
@@ -8,6 +9,7 @@ Part of the metadata store (``meta.SqlMetaStore``): same database; no aiohttp.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from fusionsync.server.db import Database
@@ -24,7 +26,7 @@ def like_pattern(text: str) -> str:
 
 
 class Browsing:
-    """Pages, search, totals and recent events, in the catalog's database."""
+    """Pages, search, totals, recent events and revoked web sessions, in the catalog's database."""
 
     db: Database
 
@@ -116,3 +118,14 @@ class Browsing:
             sql = f"SELECT body FROM events WHERE catalog IN ({marks}) ORDER BY seq DESC LIMIT ?"
             rows = await self.db.all(sql, *catalogs, limit)
         return [json.loads(body) for (body,) in rows]
+
+    async def revoke_session(self, session: str, expires: float) -> None:
+        """Refuse web session ``session`` from now until ``expires`` (epoch s, when it ends anyway); the
+        revocations already past their session's end are forgotten meanwhile."""
+        async with self.db.transaction() as tx:
+            await tx.run("DELETE FROM revoked_sessions WHERE expires < ?", time.time())
+            sql = "INSERT INTO revoked_sessions(id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
+            await tx.run(sql, session, expires)
+
+    async def session_revoked(self, session: str) -> bool:
+        return await self.db.one("SELECT 1 FROM revoked_sessions WHERE id=?", session) is not None

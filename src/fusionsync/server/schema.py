@@ -63,4 +63,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE operations ADD COLUMN client TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX operations_by_client ON operations (client, state)",
     ],
+    [
+        # web sessions signed out before their expiry (epoch s), refused by every process until then
+        "CREATE TABLE revoked_sessions (id TEXT PRIMARY KEY, expires DOUBLE PRECISION NOT NULL)",
+    ],
 ]

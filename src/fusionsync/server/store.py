@@ -1,7 +1,8 @@
 """The two storage interfaces the catalog server's handlers speak to, and the values that cross them.
 
 * :class:`MetaStore`: catalogs, products, datasets, series members, distributions, attributes and lineage,
-  multipart upload operations and their parts, the change-event log and the blobs waiting to be removed.
+  multipart upload operations and their parts, the change-event log, the blobs waiting to be removed and the
+  web sessions signed out.
   Backends: SQLite (``meta.py`` over ``db_sqlite.py``, the default) and PostgreSQL (``db_postgres.py``).
 * :class:`BlobStore`: the bytes of distributions, written as streams while they are hashed, read by ranges,
   and assembled from the parts of multipart uploads. Backends: a folder (``blobs.py``, the default) and an
@@ -296,6 +297,15 @@ class MetaStore(Protocol):
     async def distributions_between(self, catalog: str, dataset: str, low: str, high: str) -> list[Distribution]: ...
     async def totals(self) -> Totals: ...
     async def recent_events(self, limit: int, catalogs: list[str] | None = None) -> list[dict[str, Any]]: ...
+
+    async def revoke_session(self, session: str, expires: float) -> None:
+        """Refuse web session ``session`` (signed out) until ``expires`` (epoch s), when it ends anyway;
+        revocations past their end are forgotten as new ones are written."""
+        ...
+
+    async def session_revoked(self, session: str) -> bool:
+        """Whether web session ``session`` was signed out (one lookup by the primary key)."""
+        ...
 
     async def live_blobs(self) -> set[str]: ...
     async def trim_events(self) -> None: ...

@@ -24,6 +24,14 @@ async def signin_page(request: web.Request) -> web.Response:
     return render(request, "signin.html", None, next=session.next_path(request.query.get("next")), problem=None)
 
 
+async def _viewer(request: web.Request) -> session.Viewer | None:
+    """The viewer, for an error page: nobody when even that cannot be known (the metadata store fails)."""
+    try:
+        return await viewer(request)
+    except Exception:
+        return None
+
+
 @web.middleware
 async def html_errors(request: web.Request, handler: pages.Handler) -> web.StreamResponse:
     """Errors of the pages as pages (those of the API stay JSON)."""
@@ -32,16 +40,16 @@ async def html_errors(request: web.Request, handler: pages.Handler) -> web.Strea
     try:
         return await handler(request)
     except ApiError as exc:
-        return render(request, "error.html", viewer(request), exc.status, message=exc.message)
+        return render(request, "error.html", await _viewer(request), exc.status, message=exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render(request, "error.html", viewer(request), exc.status, message=exc.text or exc.reason)
+        return render(request, "error.html", await _viewer(request), exc.status, message=exc.text or exc.reason)
     except (asyncio.CancelledError, ConnectionError, web.RequestPayloadError):
         raise  # the last one: a 400 from the outer middleware
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
-        return render(request, "error.html", viewer(request), 500, message="Internal server error.")
+        return render(request, "error.html", await _viewer(request), 500, message="Internal server error.")
 
 
 def register(app: web.Application) -> None:

@@ -73,14 +73,14 @@ async def _catalogs(st: State, client: str | None) -> list[dict[str, Any]]:
 
 
 async def index(request: web.Request) -> web.Response:
-    who = require_viewer(request)
+    who = await require_viewer(request)
     st = state(request)
     catalogs = await _catalogs(st, who.client)
     return render(request, "index.html", who, catalogs=catalogs)
 
 
 async def catalog_page(request: web.Request) -> web.Response:
-    who = require_viewer(request)
+    who = await require_viewer(request)
     catalog, meta = await _readable_catalog(request, who)
     store = state(request).meta
     after = request.query.get("after")
@@ -103,7 +103,7 @@ async def catalog_page(request: web.Request) -> web.Response:
 
 
 async def product_page(request: web.Request) -> web.Response:
-    who = require_viewer(request)
+    who = await require_viewer(request)
     catalog, _ = await _readable_catalog(request, who)
     product = ident(request, "product")
     store = state(request).meta
@@ -126,7 +126,7 @@ async def product_page(request: web.Request) -> web.Response:
 
 
 async def dataset_page(request: web.Request) -> web.Response:
-    who = require_viewer(request)
+    who = await require_viewer(request)
     catalog, dataset, meta = await _readable_dataset(request, who)
     store = state(request).meta
     before = request.query.get("before")
@@ -155,7 +155,7 @@ async def dataset_page(request: web.Request) -> web.Response:
 
 
 async def series_page(request: web.Request) -> web.Response:
-    who = require_viewer(request)
+    who = await require_viewer(request)
     catalog, dataset, meta = await _readable_dataset(request, who)
     series = ident(request, "series", "series member")
     store = state(request).meta
@@ -177,7 +177,7 @@ async def series_page(request: web.Request) -> web.Response:
 
 async def download(request: web.Request) -> web.StreamResponse:
     """A distribution's bytes, for a signed-in viewer (the session stands for the API's tokens)."""
-    who = require_viewer(request)
+    who = await require_viewer(request)
     catalog, _ = await _readable_catalog(request, who)
     dataset, series = ident(request, "dataset"), ident(request, "series", "series member")
     fmt = ident(request, "format")
@@ -188,7 +188,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def search(request: web.Request) -> web.Response:
-    who = require_viewer(request)
+    who = await require_viewer(request)
     st = state(request)
     text = request.query.get("q", "").strip()[:MAX_QUERY]
     results: list[tuple[str, dict[str, Any]]] = []
@@ -203,7 +203,7 @@ async def search(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    who = require_viewer(request)
+    who = await require_viewer(request)
     st = state(request)
     catalogs = [str(c["identifier"]) for c in await _catalogs(st, who.client)]
     now = time.time()
