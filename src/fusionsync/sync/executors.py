@@ -42,11 +42,7 @@ def _started(pid: int) -> str | None:
 
 def _alive(pid: int, started: str | None) -> bool:
     """Whether process ``pid``, started at ``started`` (from /proc where there is one), still runs."""
-    try:
-        fields = _stat(pid)
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc here: whether the pid exists at all
+    if not os.path.isdir("/proc/self"):  # no /proc here (macOS): whether the pid exists at all
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -54,6 +50,10 @@ def _alive(pid: int, started: str | None) -> bool:
         except PermissionError:
             pass
         return True
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return False
     return fields[0] != "Z" and (started is None or fields[19] == started)
 
 
