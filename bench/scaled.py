@@ -8,7 +8,6 @@ AWS variables the server needs are set in this process's environment (children i
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 
 from tests.pg import new_database, postgres_server
-from tests.s3 import S3_ENV
+from tests.s3 import s3_environment
 
 
 @contextlib.contextmanager
@@ -52,17 +51,7 @@ def workers_option(workers: int) -> list[str]:
 
 @contextlib.contextmanager
 def scaled_options(workers: int = 2) -> Iterator[list[str]]:
-    with postgres_server(durable=True) as pg, s3_server() as endpoint:
-        saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL", "AWS_CA_BUNDLE"]}
-        os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint)
-        os.environ.pop("AWS_CA_BUNDLE", None)  # this machine exports one, which breaks plain-http endpoints
+    with postgres_server(durable=True) as pg, s3_server() as endpoint, s3_environment(endpoint):
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")).close()
-        try:
-            yield ["--metadata", new_database(pg), "--blobs", f"s3://{bucket}/blobs", "--workers", str(workers)]
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        yield ["--metadata", new_database(pg), "--blobs", f"s3://{bucket}/blobs", "--workers", str(workers)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -31,18 +32,28 @@ def s3_endpoint() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    try:
+        with s3_environment(endpoint):
+            yield endpoint
+    finally:
+        server.stop()
+
+
+@contextmanager
+def s3_environment(endpoint: str) -> Iterator[None]:
+    """Dummy credentials and ``AWS_ENDPOINT_URL=endpoint`` in the environment, without ``AWS_CA_BUNDLE``,
+    for the block (this process and the children it starts); the environment as it was afterwards."""
     saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL", "AWS_CA_BUNDLE"]}
     os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint)
     os.environ.pop("AWS_CA_BUNDLE", None)
     try:
-        yield endpoint
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        server.stop()
 
 
 def s3_filesystem(endpoint: str) -> Any:
